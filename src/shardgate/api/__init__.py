@@ -1,0 +1,1 @@
+"""Wire models and helpers of the public OpenAI-compatible API."""

@@ -1,0 +1,71 @@
+"""Metrics around everything after it, rejections included; streams are timed to the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from shardgate.errors import AuthenticationFailed, ShardgateError
+from shardgate.metrics import GatewayMetrics
+from shardgate.pipeline.base import Handler
+from shardgate.pipeline.context import RequestContext
+
+__all__ = ["Observe"]
+
+
+class Observe:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._m = metrics
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
+        gauge = self._m.in_flight.labels(ctx.route)
+        gauge.inc()
+        try:
+            response = await call_next(ctx)
+        except ShardgateError as exc:
+            gauge.dec()
+            if isinstance(exc, AuthenticationFailed):
+                self._m.auth_failures.inc()
+            self._record(ctx, exc.status_code)
+            raise
+        except BaseException:
+            gauge.dec()
+            self._record(ctx, 500)
+            raise
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._finally(response.body_iterator, ctx, response)
+        else:
+            gauge.dec()
+            self._record(ctx, response.status_code)
+        return response
+
+    async def _finally(
+        self, body: AsyncIterator[Any], ctx: RequestContext, response: Response
+    ) -> AsyncIterator[Any]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            self._m.in_flight.labels(ctx.route).dec()
+            self._record(ctx, response.status_code)
+
+    def _record(self, ctx: RequestContext, status: int) -> None:
+        now = time.perf_counter()
+        model = ctx.model or ""
+        labels = (ctx.route, model, str(status))
+        self._m.requests.labels(*labels).inc()
+        self._m.latency.labels(*labels).observe(now - ctx.started)
+        if not ctx.model:
+            return
+        if ctx.prompt_tokens:
+            self._m.tokens.labels(model, "in").inc(ctx.prompt_tokens)
+        if ctx.completion_tokens:
+            self._m.tokens.labels(model, "out").inc(ctx.completion_tokens)
+        if ctx.first_token_at is not None:
+            self._m.ttft.labels(model).observe(ctx.first_token_at - ctx.started)
+            if ctx.completion_tokens > 1:
+                per_token = (now - ctx.first_token_at) / (ctx.completion_tokens - 1)
+                self._m.tpot.labels(model).observe(per_token)

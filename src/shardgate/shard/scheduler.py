@@ -1,0 +1,212 @@
+"""Iteration-level (continuous) batching over a causal language model.
+
+Between two decode steps the scheduler drops finished and aborted sequences and admits
+waiting ones: each newcomer is prefilled alone, then joins the shared ``SlotCache`` and
+decodes with the rest. One thread owns the model; other threads only ``submit`` and
+``abort``, which take a lock and wake the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from shardgate.shard.engine import GenerationEvent, PromptTooLong, SamplingParams
+from shardgate.shard.kvcache import SlotCache
+from shardgate.shard.sampling import sample_token
+from shardgate.shard.sequence import Detokenizer, Sequence
+
+__all__ = ["BatchScheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Detokenizer,
+        *,
+        eos_ids: frozenset[int],
+        max_batch_size: int,
+        max_model_len: int,
+        prefill_token_budget: int = 2048,
+    ) -> None:
+        config = model.config
+        self._model = model
+        self._tokenizer = tokenizer
+        self._eos_ids = eos_ids
+        self.max_batch_size = max_batch_size
+        self.max_model_len = max_model_len
+        self._prefill_budget = prefill_token_budget
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self._cache = SlotCache(
+            config.num_hidden_layers,
+            config.num_key_value_heads,
+            head_dim,
+            max_rows=max_batch_size,
+            max_len=max_model_len,
+            dtype=model.dtype,
+        )
+        self._running: list[Sequence] = []
+        self._waiting: deque[Sequence] = deque()
+        self._aborts: set[str] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- called from any thread -------------------------------------------------------
+
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        sink: Callable[[GenerationEvent], None],
+    ) -> None:
+        room = self.max_model_len - len(prompt_ids)
+        if not prompt_ids or room < 1:
+            raise PromptTooLong(
+                f"the prompt has {len(prompt_ids)} tokens; this model's context window is "
+                f"{self.max_model_len} tokens"
+            )
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        seed = params.seed if params.seed is not None else random.getrandbits(63)
+        generator = torch.Generator().manual_seed(seed) if params.temperature > 0 else None
+        seq = Sequence(request_id, prompt_ids, params, max_tokens, sink, self._eos_ids, generator)
+        with self._cond:
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def abort(self, request_id: str) -> None:
+        with self._cond:
+            self._aborts.add(request_id)
+            self._cond.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="batch-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def running_ids(self) -> list[str]:
+        return [s.request_id for s in self._running]
+
+    def waiting_count(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def kv_cache_bytes(self) -> int:
+        return self._cache.allocated_bytes()
+
+    # -- the model thread -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stopping or self._waiting or self._running or self._aborts):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+            try:
+                self.step()
+            except Exception as exc:  # keep serving: fail this batch, not the shard
+                log.exception("decode step failed")
+                self._fail_all(f"generation failed: {type(exc).__name__}")
+        self._fail_all("the shard is shutting down")
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One iteration: apply aborts, admit newcomers, decode one token for everyone."""
+        self._apply_aborts()
+        self._admit()
+        if self._running:
+            self._decode()
+
+    def _apply_aborts(self) -> None:
+        with self._cond:
+            aborts, self._aborts = self._aborts, set()
+            if aborts:
+                self._waiting = deque(s for s in self._waiting if s.request_id not in aborts)
+        if aborts:
+            self._retire([s.request_id in aborts for s in self._running])
+
+    def _admit(self) -> None:
+        budget = self._prefill_budget
+        while len(self._running) < self.max_batch_size and budget > 0:
+            with self._cond:
+                if not self._waiting:
+                    return
+                seq = self._waiting.popleft()
+            budget -= len(seq.prompt_ids)
+            self._prefill(seq)
+
+    def _prefill(self, seq: Sequence) -> None:
+        scratch = DynamicCache(config=self._model.config)
+        out = self._model(
+            input_ids=torch.tensor([seq.prompt_ids]),
+            past_key_values=scratch,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        seq.push(self._sample(seq, out.logits[0, -1]), self._tokenizer)
+        if seq.finish_reason is not None:
+            return
+        self._cache.add_row([(layer.keys, layer.values) for layer in scratch.layers])
+        self._running.append(seq)
+
+    def _decode(self) -> None:
+        cache = self._cache
+        cache.reserve(1)
+        out = self._model(
+            input_ids=torch.tensor([[s.next_token] for s in self._running]),
+            attention_mask=cache.attention_mask(1),
+            position_ids=cache.positions(),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache.advance(1)
+        logits = out.logits[:, -1]
+        for row, seq in enumerate(self._running):
+            seq.push(self._sample(seq, logits[row]), self._tokenizer)
+            if seq.finish_reason is None and cache.length - cache.pads[row] >= self.max_model_len:
+                seq.finish("length")
+        self._retire([s.finish_reason is not None for s in self._running])
+
+    def _sample(self, seq: Sequence, logits: torch.Tensor) -> int:
+        return sample_token(logits, seq.params.temperature, seq.params.top_p, seq.generator)
+
+    def _retire(self, done: list[bool]) -> None:
+        if not any(done):
+            return
+        keep = [i for i, d in enumerate(done) if not d]
+        for seq, d in zip(self._running, done, strict=True):
+            if d and seq.finish_reason is None:
+                seq.finish("abort")
+        self._running = [self._running[i] for i in keep]
+        self._cache.keep_rows(keep)
+
+    def _fail_all(self, message: str) -> None:
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for seq in [*self._running, *waiting]:
+            if seq.finish_reason is None:
+                seq.finish("error", message)
+        self._running = []
+        self._cache.release()

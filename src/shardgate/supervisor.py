@@ -1,0 +1,106 @@
+"""``shardgate up``: the gateway and its shards as child processes, restarted if they die."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from shardgate.serve import free_port
+from shardgate.settings import Settings
+
+__all__ = ["Child", "Supervisor", "plan_children"]
+
+log = logging.getLogger("shardgate.up")
+
+MAX_BACKOFF_S = 30.0
+STABLE_AFTER_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+def plan_children(settings: Settings, config_file: str | None) -> tuple[list[Child], list[str]]:
+    """The shard and gateway commands, with shard ports fixed for the whole run."""
+    base = [sys.executable, "-m", "shardgate"]
+    common = ["--data-dir", str(settings.data_dir)]
+    if config_file:
+        common += ["--config", config_file]
+    children, urls = [], []
+    for i, spec in enumerate(settings.up_shards):
+        port = spec.port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        urls.append(url)
+        argv = [*base, "shard", *common, "--host", "127.0.0.1", "--port", str(port),
+                "--models", ",".join(spec.models)]
+        children.append(Child(f"shard-{i}", argv))
+    shards = [{"url": u, "models": list(s.models)} for u, s in zip(urls, settings.up_shards,
+                                                                     strict=True)]
+    gateway = Child(
+        "gateway",
+        [*base, "gateway", *common, "--host", settings.host, "--port", str(settings.port)],
+        env={"SHARDGATE_SHARDS": yaml.safe_dump(shards, default_flow_style=True).strip()},
+    )
+    return [*children, gateway], urls
+
+
+class Supervisor:
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        watchers = [asyncio.create_task(self._keep_running(c)) for c in self.children]
+        await self._stopping.wait()
+        log.info("stopping")
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*(self._terminate(c) for c in self.children))
+
+    async def _keep_running(self, child: Child) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv, env={**os.environ, **child.env}, start_new_session=True
+            )
+            log.info("%s started (pid %d)", child.name, child.process.pid)
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > STABLE_AFTER_S:
+                backoff = 1.0
+            child.restarts += 1
+            log.warning("%s exited with code %s; restarting in %.0fs", child.name, code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _terminate(self, child: Child) -> None:
+        proc = child.process
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        log.info("%s stopped", child.name)
