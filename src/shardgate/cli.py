@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ def _shard(settings: Settings, args: argparse.Namespace) -> int:
     from shardgate.shard.server import create_shard_app
 
     configure_logging(settings.log_level, f"shard:{settings.port}")
+    # Weights come from installed packages only; never reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         specs = _pick_models(settings, args.models, args.engine)
     except SettingsError as exc:

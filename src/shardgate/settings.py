@@ -92,6 +92,8 @@ class Settings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("./var")
+    # Converted model weights; several data directories (tests, benchmarks) may share one.
+    model_cache_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     bootstrap_key: SecretStr | None = None
 
@@ -113,7 +115,7 @@ class Settings(_Frozen):
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.model_cache_dir or self.data_dir / "models"
 
 
 def load_settings(

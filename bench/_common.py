@@ -1,0 +1,213 @@
+"""Helpers shared by the benchmarks: child processes, ports, readiness, percentiles, tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+__all__ = [
+    "LOOPBACK",
+    "MODEL",
+    "REPO",
+    "BenchError",
+    "Child",
+    "Processes",
+    "bench_key",
+    "cpu_seconds",
+    "free_port",
+    "percentile",
+    "print_table",
+    "stop_on_sigterm",
+    "verdict",
+    "wait_ready",
+    "write_json",
+]
+
+LOOPBACK = "127.0.0.1"
+MODEL = "smollm2-135m-instruct"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (a process died, never got ready, ...)."""
+
+
+def free_port() -> int:
+    """A port that is free on the loopback address right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_key() -> str:
+    """A fresh API key for the gateway's bootstrap admin."""
+    return "sk-sg-bench-" + secrets.token_urlsafe(24)
+
+
+class Child:
+    """One ``shardgate`` process started by a benchmark, its output going to a log file."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+        self.ps = psutil.Process(process.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Processes:
+    """Starts ``python -m shardgate ...`` children and stops every one of them on exit."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self.children: list[Child] = []
+
+    def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
+        log_path = self._log_dir / f"{name}.log"
+        argv = [sys.executable, "-m", "shardgate", *args]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(log_path, "wb") as log:
+            # A session of its own: Ctrl-C reaches only the benchmark, which then stops it.
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
+                start_new_session=True,
+            )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            for child in self.children:
+                print(f"--- last lines of {child.name} ({child.log_path}) ---\n{child.tail()}",
+                      file=sys.stderr)
+        self.stop_all()
+
+
+def wait_ready(child: Child, base_url: str, timeout_s: float) -> float:
+    """Poll ``GET /readyz`` until it answers 200; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        if not child.alive:
+            raise BenchError(f"{child.name} exited with code {child.process.returncode}")
+        try:
+            with urllib.request.urlopen(base_url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or 503 while loading
+        if time.monotonic() - started > timeout_s:
+            raise BenchError(f"{child.name} was not ready after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU time of a process so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), interpolating linearly; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain text table: the first column left-aligned, the others right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.ljust(widths[0]) if i == 0 else v.rjust(widths[i])
+                 for i, v in enumerate(values)]
+        return "  ".join(parts).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    print(f"\nfigures written to {path}")
+
+
+def _finite(value: Any) -> Any:
+    """The same data with NaN (no measurement) as null, which JSON can carry."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that every started process is stopped."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)

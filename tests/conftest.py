@@ -1,0 +1,105 @@
+"""Shared fixtures: the model cache, and starting shardgate processes on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shardgate.serve import free_port
+from shardgate.settings import Settings
+from shardgate.shard.catalog import find_source, prepare
+
+REPO = Path(__file__).resolve().parent.parent
+# Converted weights are shared by every test run on this machine (and ignored by git).
+MODEL_CACHE = REPO / "var" / "models"
+CHAT_MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir() -> Path:
+    """The SmolLM2 transformers folder, converted from its GGUF file on first use."""
+    spec = Settings().model(CHAT_MODEL)
+    assert spec is not None
+    return prepare(find_source(spec), MODEL_CACHE)
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start(args: list[str], tmp: Path, port: int, env: dict[str, str] | None = None) -> Proc:
+    """Run ``shardgate ARGS`` in its own process group, logging to a file."""
+    log = tmp / f"{args[0]}-{port}.log"
+    full_env = {**os.environ, "SHARDGATE_MODEL_CACHE_DIR": str(MODEL_CACHE), **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shardgate", *args, "--port", str(port)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+    )
+    return Proc(process, f"http://127.0.0.1:{port}", log)
+
+
+def wait_ready(proc: Proc, timeout: float = 180.0, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            raise AssertionError(f"process exited early:\n{proc.output()[-3000:]}")
+        try:
+            if httpx.get(proc.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"not ready after {timeout}s:\n{proc.output()[-3000:]}")
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proc")
+
+
+@pytest.fixture(scope="module")
+def fake_stack(module_tmp: Path) -> Iterator[tuple[Proc, Proc, str]]:
+    """A gateway in front of one fake-engine shard: (gateway, shard, api key)."""
+    key = "sk-sg-fake-stack-key-0123456789"
+    shard = start(["shard", "--engine", "fake", "--models", f"{CHAT_MODEL}",
+                   "--data-dir", str(module_tmp)], module_tmp, free_port())
+    gateway = start(["gateway", "--data-dir", str(module_tmp), "--shard", shard.url],
+                    module_tmp, free_port(),
+                    env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_MAX_BODY_BYTES": "65536"})
+    try:
+        wait_ready(shard, 60)
+        wait_ready(gateway, 60)
+        yield gateway, shard, key
+    finally:
+        gateway.stop()
+        shard.stop()
