@@ -58,7 +58,10 @@ def start(args: list[str], tmp: Path, port: int, env: dict[str, str] | None = No
     full_env = {**os.environ, "SHARDGATE_MODEL_CACHE_DIR": str(MODEL_CACHE), **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "shardgate", *args, "--port", str(port)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        start_new_session=True,
     )
     return Proc(process, f"http://127.0.0.1:{port}", log)
 
@@ -91,11 +94,17 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_stack(module_tmp: Path) -> Iterator[tuple[Proc, Proc, str]]:
     """A gateway in front of one fake-engine shard: (gateway, shard, api key)."""
     key = "sk-sg-fake-stack-key-0123456789"
-    shard = start(["shard", "--engine", "fake", "--models", f"{CHAT_MODEL}",
-                   "--data-dir", str(module_tmp)], module_tmp, free_port())
-    gateway = start(["gateway", "--data-dir", str(module_tmp), "--shard", shard.url],
-                    module_tmp, free_port(),
-                    env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_MAX_BODY_BYTES": "65536"})
+    shard = start(
+        ["shard", "--engine", "fake", "--models", f"{CHAT_MODEL}", "--data-dir", str(module_tmp)],
+        module_tmp,
+        free_port(),
+    )
+    gateway = start(
+        ["gateway", "--data-dir", str(module_tmp), "--shard", shard.url],
+        module_tmp,
+        free_port(),
+        env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_MAX_BODY_BYTES": "65536"},
+    )
     try:
         wait_ready(shard, 60)
         wait_ready(gateway, 60)

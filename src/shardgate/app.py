@@ -83,13 +83,21 @@ def create_gateway_app(settings: Settings, keys: KeyStore | None = None) -> Star
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
         Route("/v1/models", pipeline.endpoint("models", list_models)),
-        Route("/v1/chat/completions",
-              pipeline.endpoint("chat.completions", route, ChatCompletionRequest),
-              methods=["POST"]),
-        Route("/v1/completions",
-              pipeline.endpoint("completions", route, CompletionRequest), methods=["POST"]),
-        Route("/v1/embeddings",
-              pipeline.endpoint("embeddings", route, EmbeddingRequest), methods=["POST"]),
+        Route(
+            "/v1/chat/completions",
+            pipeline.endpoint("chat.completions", route, ChatCompletionRequest),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/completions",
+            pipeline.endpoint("completions", route, CompletionRequest),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/embeddings",
+            pipeline.endpoint("embeddings", route, EmbeddingRequest),
+            methods=["POST"],
+        ),
     ]
     app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
     app.state.registry = registry  # for tests and the admin surface; handlers never read it

@@ -20,8 +20,11 @@ log = logging.getLogger("shardgate")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = {"host": getattr(args, "host", None), "port": getattr(args, "port", None),
-                 "data_dir": getattr(args, "data_dir", None)}
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data_dir", None),
+    }
     try:
         settings = load_settings(args.config, overrides)
     except SettingsError as exc:
@@ -50,15 +53,27 @@ def _parser() -> argparse.ArgumentParser:
 
     command("up", _up, "run the gateway and its shards, supervised (the embedded default)")
     gateway = command("gateway", _gateway, "run the gateway alone")
-    gateway.add_argument("--shard", action="append", default=[], metavar="URL",
-                         help="a shard to route to (repeatable); overrides the settings")
+    gateway.add_argument(
+        "--shard",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a shard to route to (repeatable); overrides the settings",
+    )
     shard = command("shard", _shard, "run one shard serving some models")
-    shard.add_argument("--models", help="comma-separated model names (default: all chat and "
-                                        "embedding models in the catalogue)")
-    shard.add_argument("--engine", choices=["transformers", "fake"],
-                       help="override the models' engine ('fake' is for benchmarks)")
-    models = command("models", _models, "list the models and where their weights come from",
-                     listen=False)
+    shard.add_argument(
+        "--models",
+        help="comma-separated model names (default: all chat and "
+        "embedding models in the catalogue)",
+    )
+    shard.add_argument(
+        "--engine",
+        choices=["transformers", "fake"],
+        help="override the models' engine ('fake' is for benchmarks)",
+    )
+    models = command(
+        "models", _models, "list the models and where their weights come from", listen=False
+    )
     models.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -71,8 +86,11 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(_ensure_admin_key(settings, announce=True))
     children, _ = plan_children(settings, str(args.config) if args.config else None)
-    print(f"shardgate: gateway on http://{settings.host}:{settings.port} "
-          f"(data in {settings.data_dir}); Ctrl-C stops everything", flush=True)
+    print(
+        f"shardgate: gateway on http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir}); Ctrl-C stops everything",
+        flush=True,
+    )
     asyncio.run(Supervisor(children).run())
     return 0
 
@@ -121,8 +139,7 @@ def _pick_models(settings: Settings, names: str | None, engine: str | None) -> l
             raise SettingsError(f"unknown model '{name}' (known: {known})")
         specs.append(spec)
     if engine:
-        specs = [s.model_copy(update={"engine": engine}) if s.kind == "chat" else s
-                 for s in specs]
+        specs = [s.model_copy(update={"engine": engine}) if s.kind == "chat" else s for s in specs]
     return specs
 
 
@@ -140,8 +157,11 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
             row.update(installed=True, source=source.origin, files=str(source.folder))
             if source.gguf_file:
                 cache = settings.models_dir / spec.name
-                row.update(gguf=source.gguf_file, converted=str(cache),
-                           is_converted=(cache / "config.json").exists())
+                row.update(
+                    gguf=source.gguf_file,
+                    converted=str(cache),
+                    is_converted=(cache / "config.json").exists(),
+                )
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -171,5 +191,8 @@ async def _ensure_admin_key(settings: Settings, announce: bool) -> None:
         return
     secret = generate_key()
     await store.add(secret, tenant="default", role="admin")
-    print("shardgate: created the first admin API key; it is shown only this once:\n\n"
-          f"    {secret}\n", flush=True)
+    print(
+        "shardgate: created the first admin API key; it is shown only this once:\n\n"
+        f"    {secret}\n",
+        flush=True,
+    )

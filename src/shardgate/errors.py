@@ -1,15 +1,15 @@
 """One error hierarchy, mapped to the OpenAI error body in one place.
 
-    ShardgateError                     500 internal_error
-    ├── InvalidRequest                 400 invalid_request_error
-    │   └── PayloadTooLarge            413 invalid_request_error
-    ├── AuthenticationFailed           401 authentication_error
-    ├── PermissionDenied               403 permission_error
-    ├── NotFound                       404 not_found_error
-    │   └── ModelNotFound              404 not_found_error (code model_not_found)
-    ├── MethodNotAllowed               405 invalid_request_error
-    └── ServiceUnavailable             503 service_unavailable
-        └── ShardUnavailable           503 (no shard could serve the model)
+ShardgateError                     500 internal_error
+├── InvalidRequest                 400 invalid_request_error
+│   └── PayloadTooLarge            413 invalid_request_error
+├── AuthenticationFailed           401 authentication_error
+├── PermissionDenied               403 permission_error
+├── NotFound                       404 not_found_error
+│   └── ModelNotFound              404 not_found_error (code model_not_found)
+├── MethodNotAllowed               405 invalid_request_error
+└── ServiceUnavailable             503 service_unavailable
+    └── ShardUnavailable           503 (no shard could serve the model)
 """
 
 from __future__ import annotations

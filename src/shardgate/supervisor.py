@@ -44,11 +44,21 @@ def plan_children(settings: Settings, config_file: str | None) -> tuple[list[Chi
         port = spec.port or free_port()
         url = f"http://127.0.0.1:{port}"
         urls.append(url)
-        argv = [*base, "shard", *common, "--host", "127.0.0.1", "--port", str(port),
-                "--models", ",".join(spec.models)]
+        argv = [
+            *base,
+            "shard",
+            *common,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--models",
+            ",".join(spec.models),
+        ]
         children.append(Child(f"shard-{i}", argv))
-    shards = [{"url": u, "models": list(s.models)} for u, s in zip(urls, settings.up_shards,
-                                                                     strict=True)]
+    shards = [
+        {"url": u, "models": list(s.models)} for u, s in zip(urls, settings.up_shards, strict=True)
+    ]
     gateway = Child(
         "gateway",
         [*base, "gateway", *common, "--host", settings.host, "--port", str(settings.port)],

@@ -33,8 +33,12 @@ QUESTIONS = [
 def stack(module_tmp: Path, chat_model_dir: Path) -> Iterator[Proc]:
     from shardgate.serve import free_port
 
-    up = start(["up", "--data-dir", str(module_tmp / "data")], module_tmp, free_port(),
-               env={"SHARDGATE_BOOTSTRAP_KEY": KEY})
+    up = start(
+        ["up", "--data-dir", str(module_tmp / "data")],
+        module_tmp,
+        free_port(),
+        env={"SHARDGATE_BOOTSTRAP_KEY": KEY},
+    )
     try:
         wait_ready(up, 240)
         yield up
@@ -47,19 +51,23 @@ def client(stack: Proc) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def ask(client: openai.OpenAI, question: str, model: str = CHAT_MODEL,
-        max_tokens: int = 24) -> str:
+def ask(client: openai.OpenAI, question: str, model: str = CHAT_MODEL, max_tokens: int = 24) -> str:
     reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}],
-        temperature=0, max_tokens=max_tokens,
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=max_tokens,
     )
     return reply.choices[0].message.content or ""
 
 
 def ask_streaming(client: openai.OpenAI, question: str) -> tuple[str, str | None]:
     stream = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": question}],
-        temperature=0, max_tokens=24, stream=True,
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=24,
+        stream=True,
     )
     text, reason = "", None
     for chunk in stream:
@@ -75,8 +83,10 @@ def test_models_are_listed(client: openai.OpenAI) -> None:
 
 def test_chat_answers_with_real_usage(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTIONS[0]}],
-        temperature=0, max_completion_tokens=20,
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": QUESTIONS[0]}],
+        temperature=0,
+        max_completion_tokens=20,
     )
     assert "Paris" in (reply.choices[0].message.content or "")
     assert reply.choices[0].finish_reason == "stop"
@@ -86,18 +96,26 @@ def test_chat_answers_with_real_usage(client: openai.OpenAI) -> None:
 
 def test_max_tokens_gives_finish_reason_length(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Tell me a long story."}],
-        max_tokens=5, seed=1,
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=5,
+        seed=1,
     )
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 5
 
 
 def test_streaming_chat_with_usage(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTIONS[0]}],
-        temperature=0, max_tokens=20, stream=True, stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": QUESTIONS[0]}],
+            temperature=0,
+            max_tokens=20,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == ask(client, QUESTIONS[0], max_tokens=20)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
@@ -107,8 +125,12 @@ def test_streaming_chat_with_usage(client: openai.OpenAI) -> None:
 def test_n_and_seed(client: openai.OpenAI) -> None:
     def sample() -> list[str]:
         reply = client.chat.completions.create(
-            model=CHAT_MODEL, messages=[{"role": "user", "content": "Invent a name."}],
-            n=2, seed=42, temperature=1.0, max_tokens=8,
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": "Invent a name."}],
+            n=2,
+            seed=42,
+            temperature=1.0,
+            max_tokens=8,
         )
         assert [c.index for c in reply.choices] == [0, 1]
         return [c.message.content or "" for c in reply.choices]
@@ -117,27 +139,39 @@ def test_n_and_seed(client: openai.OpenAI) -> None:
 
 
 def test_completion_plain_streaming_and_stop(client: openai.OpenAI) -> None:
-    plain = client.completions.create(model=CHAT_MODEL, prompt="The capital of France is",
-                                      max_tokens=8, temperature=0)
+    plain = client.completions.create(
+        model=CHAT_MODEL, prompt="The capital of France is", max_tokens=8, temperature=0
+    )
     text = plain.choices[0].text
     assert text and plain.usage is not None and plain.usage.completion_tokens > 0
     streamed = "".join(
-        c.choices[0].text for c in client.completions.create(
-            model=CHAT_MODEL, prompt="The capital of France is", max_tokens=8, temperature=0,
+        c.choices[0].text
+        for c in client.completions.create(
+            model=CHAT_MODEL,
+            prompt="The capital of France is",
+            max_tokens=8,
+            temperature=0,
             stream=True,
-        ) if c.choices
+        )
+        if c.choices
     )
     assert streamed == text
     word = text.split()[0]
-    stopped = client.completions.create(model=CHAT_MODEL, prompt="The capital of France is",
-                                        max_tokens=8, temperature=0, stop=[word])
+    stopped = client.completions.create(
+        model=CHAT_MODEL,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        stop=[word],
+    )
     assert stopped.choices[0].finish_reason == "stop"
     assert word not in stopped.choices[0].text
 
 
 def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
-    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=["a cat", "a kitten", "tax"],
-                                      encoding_format="float")
+    floats = client.embeddings.create(
+        model=EMBEDDING_MODEL, input=["a cat", "a kitten", "tax"], encoding_format="float"
+    )
     vectors = [d.embedding for d in floats.data]
     assert len(vectors) == 3 and len(vectors[0]) == 384
 
@@ -145,10 +179,11 @@ def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
         return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
-    raw = httpx.post(client.base_url.join("embeddings").__str__(),
-                     json={"model": EMBEDDING_MODEL, "input": "a cat",
-                           "encoding_format": "base64"},
-                     headers={"Authorization": f"Bearer {KEY}"}).json()
+    raw = httpx.post(
+        client.base_url.join("embeddings").__str__(),
+        json={"model": EMBEDDING_MODEL, "input": "a cat", "encoding_format": "base64"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    ).json()
     decoded = struct.unpack("<384f", base64.b64decode(raw["data"][0]["embedding"]))
     assert decoded == pytest.approx(vectors[0], abs=1e-5)
     assert raw["usage"]["prompt_tokens"] > 0
@@ -178,16 +213,18 @@ def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
     huge = b'{"model": "' + b"x" * (3 * 1024 * 1024) + b'"}'
     response = httpx.post(url, content=huge, headers=headers)
     assert response.status_code == 413 and "error" in response.json()
-    long_prompt = {"model": CHAT_MODEL,
-                   "messages": [{"role": "user", "content": "word " * 3000}]}
+    long_prompt = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "word " * 3000}]}
     response = httpx.post(url, json=long_prompt, headers=headers, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_killed_shard_gives_503_fast_and_comes_back(stack: Proc, client: openai.OpenAI) -> None:
-    shard = next(p for p in psutil.Process(stack.process.pid).children()
-                 if "shard" in p.cmdline() and CHAT_MODEL in " ".join(p.cmdline()))
+    shard = next(
+        p
+        for p in psutil.Process(stack.process.pid).children()
+        if "shard" in p.cmdline() and CHAT_MODEL in " ".join(p.cmdline())
+    )
     shard.kill()
     shard.wait(5)
     started = time.monotonic()

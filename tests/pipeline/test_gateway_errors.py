@@ -13,12 +13,19 @@ from tests.conftest import CHAT_MODEL, Proc
 Stack = tuple[Proc, Proc, str]
 
 
-def post(stack: Stack, path: str, content: bytes | None = None, json: Any = None,
-         key: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    stack: Stack,
+    path: str,
+    content: bytes | None = None,
+    json: Any = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     gateway, _, good_key = stack
     all_headers = {"Authorization": f"Bearer {key or good_key}", **(headers or {})}
-    return httpx.post(gateway.url + path, content=content, json=json, headers=all_headers,
-                      timeout=10)
+    return httpx.post(
+        gateway.url + path, content=content, json=json, headers=all_headers, timeout=10
+    )
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None) -> None:
@@ -49,8 +56,7 @@ def test_missing_and_bad_keys_get_401(fake_stack: Stack) -> None:
     gateway, _, _ = fake_stack
     missing = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body())
     assert_error(missing, 401)
-    assert_error(post(fake_stack, "/v1/chat/completions", json=chat_body(), key="sk-sg-nope"),
-                 401)
+    assert_error(post(fake_stack, "/v1/chat/completions", json=chat_body(), key="sk-sg-nope"), 401)
     listing = httpx.get(gateway.url + "/v1/models", headers={"Authorization": "Basic abc"})
     assert_error(listing, 401)
 
@@ -63,8 +69,15 @@ def test_bad_key_message_does_not_reveal_existence(fake_stack: Stack) -> None:
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b"\xff\xfe", b"null"])
 def test_malformed_json_gets_400(fake_stack: Stack, body: bytes) -> None:
-    assert_error(post(fake_stack, "/v1/chat/completions", content=body,
-                      headers={"Content-Type": "application/json"}), 400)
+    assert_error(
+        post(
+            fake_stack,
+            "/v1/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,8 +117,9 @@ def test_unknown_model_gets_404(fake_stack: Stack) -> None:
 def test_unknown_route_and_wrong_method(fake_stack: Stack) -> None:
     gateway, _, key = fake_stack
     assert_error(post(fake_stack, "/v1/nothing-here", json={}), 404)
-    wrong = httpx.get(gateway.url + "/v1/chat/completions",
-                      headers={"Authorization": f"Bearer {key}"})
+    wrong = httpx.get(
+        gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}
+    )
     assert_error(wrong, 405)
 
 
@@ -119,33 +133,49 @@ def test_oversize_body_without_content_length_gets_413(fake_stack: Stack) -> Non
         yield b'{"model": "' + b"x" * 70_000 + b'"}'
 
     gateway, _, key = fake_stack
-    response = httpx.post(gateway.url + "/v1/chat/completions", content=chunks(),
-                          headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
     assert_error(response, 413)
 
 
 def test_embeddings_input_types(fake_stack: Stack) -> None:
     bad = post(fake_stack, "/v1/embeddings", json={"model": CHAT_MODEL, "input": {"a": 1}})
     assert_error(bad, 400, "input")
-    fmt = post(fake_stack, "/v1/embeddings",
-               json={"model": CHAT_MODEL, "input": "x", "encoding_format": "hex"})
+    fmt = post(
+        fake_stack,
+        "/v1/embeddings",
+        json={"model": CHAT_MODEL, "input": "x", "encoding_format": "hex"},
+    )
     assert_error(fmt, 400, "encoding_format")
 
 
 def test_streaming_through_gateway_honours_include_usage(fake_stack: Stack) -> None:
     gateway, _, key = fake_stack
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key)
-    with_usage = list(client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-        stream=True, stream_options={"include_usage": True},
-    ))
+    with_usage = list(
+        client.chat.completions.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens == 4
     text = "".join(c.choices[0].delta.content or "" for c in with_usage if c.choices)
     assert text == "fake " * 4
-    without = list(client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-        stream=True,
-    ))
+    without = list(
+        client.chat.completions.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            stream=True,
+        )
+    )
     assert all(c.usage is None for c in without)
     assert without[-1].choices[0].finish_reason == "length"
 
@@ -155,8 +185,10 @@ def test_metrics_count_requests_and_rejections(fake_stack: Stack) -> None:
     post(fake_stack, "/v1/chat/completions", json=chat_body(max_tokens=2))
     post(fake_stack, "/v1/chat/completions", json=chat_body(), key="sk-sg-wrong")
     text = httpx.get(gateway.url + "/metrics").text
-    assert f'shardgate_requests_total{{model="{CHAT_MODEL}",route="chat.completions",' \
-           f'status="200"}}' in text
+    assert (
+        f'shardgate_requests_total{{model="{CHAT_MODEL}",route="chat.completions",'
+        f'status="200"}}' in text
+    )
     assert 'status="401"' in text
     assert "shardgate_auth_failures_total" in text
     assert "shardgate_time_to_first_token_seconds_bucket" in text

@@ -34,8 +34,13 @@ def loaded(chat_model_dir: Path) -> tuple[Any, Any]:
 @pytest.fixture
 def scheduler(loaded: tuple[Any, Any]) -> BatchScheduler:
     model, tokenizer = loaded
-    return BatchScheduler(model, tokenizer, eos_ids=frozenset({tokenizer.eos_token_id}),
-                          max_batch_size=4, max_model_len=512)
+    return BatchScheduler(
+        model,
+        tokenizer,
+        eos_ids=frozenset({tokenizer.eos_token_id}),
+        max_batch_size=4,
+        max_model_len=512,
+    )
 
 
 @pytest.fixture
@@ -44,8 +49,10 @@ def prompt(loaded: tuple[Any, Any]) -> Callable[[str], list[int]]:
 
     def encode(question: str) -> list[int]:
         ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True,
-            tokenize=True, return_dict=False,
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
         )
         return list(ids)
 
@@ -92,21 +99,30 @@ def test_greedy_output_is_the_same_batched_as_alone(
     for i in range(4):
         assert out.text(f"alone-{i}"), "the model produced no text"
         assert out.text(f"batched-{i}") == out.text(f"alone-{i}")
-        assert out.final(f"batched-{i}").completion_tokens == \
-            out.final(f"alone-{i}").completion_tokens
+        assert (
+            out.final(f"batched-{i}").completion_tokens == out.final(f"alone-{i}").completion_tokens
+        )
 
 
 def test_sequences_join_and_leave_mid_batch(
     scheduler: BatchScheduler, prompt: Callable[[str], list[int]]
 ) -> None:
     out = Collector()
-    scheduler.submit("long", prompt(QUESTIONS[2]),
-                     SamplingParams(max_tokens=30, temperature=0.0), out.sink("long"))
+    scheduler.submit(
+        "long",
+        prompt(QUESTIONS[2]),
+        SamplingParams(max_tokens=30, temperature=0.0),
+        out.sink("long"),
+    )
     scheduler.step()
     scheduler.step()
     assert scheduler.running_ids() == ["long"]
-    scheduler.submit("short", prompt(QUESTIONS[0]),
-                     SamplingParams(max_tokens=3, temperature=0.0), out.sink("short"))
+    scheduler.submit(
+        "short",
+        prompt(QUESTIONS[0]),
+        SamplingParams(max_tokens=3, temperature=0.0),
+        out.sink("short"),
+    )
     scheduler.step()
     assert scheduler.running_ids() == ["long", "short"]  # joined between decode steps
     tokens_before = out.events["long"][-1].completion_tokens
@@ -160,9 +176,12 @@ def test_stop_string_ends_and_is_not_emitted(
     drain(scheduler)
     full = out.text("free")
     assert " is " in full
-    scheduler.submit("stopped", prompt(QUESTIONS[0]),
-                     SamplingParams(max_tokens=24, temperature=0.0, stop=(" is ",)),
-                     out.sink("stopped"))
+    scheduler.submit(
+        "stopped",
+        prompt(QUESTIONS[0]),
+        SamplingParams(max_tokens=24, temperature=0.0, stop=(" is ",)),
+        out.sink("stopped"),
+    )
     drain(scheduler)
     assert out.text("stopped") == full[: full.index(" is ")]
     assert out.final("stopped").finish_reason == "stop"

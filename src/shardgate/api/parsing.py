@@ -33,9 +33,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         err = _most_relevant(exc)
         param = ".".join(str(p) for p in err["loc"]) or None
         message = err["msg"].removeprefix("Value error, ")
-        raise InvalidRequest(
-            f"{param}: {message}" if param else message, param=param
-        ) from None
+        raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
 
 
 def _most_relevant(exc: ValidationError) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -43,7 +43,7 @@ class Observe:
         return response
 
     async def _finally(
-        self, body: AsyncIterator[Any], ctx: RequestContext, response: Response
+        self, body: AsyncIterable[Any], ctx: RequestContext, response: Response
     ) -> AsyncIterator[Any]:
         try:
             async for chunk in body:

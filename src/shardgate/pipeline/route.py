@@ -51,7 +51,8 @@ class RouteToShard:
         if ctx.stream and upstream.status == 200:
             return StreamingResponse(
                 self._relay(ctx, shard, upstream, wants_usage),
-                media_type="text/event-stream", headers=SSE_HEADERS,
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
             )
         try:
             content = await upstream.read()
@@ -82,7 +83,10 @@ class RouteToShard:
         raise ShardUnavailable(f"no shard is available to serve '{model}'; retry shortly")
 
     async def _relay(
-        self, ctx: RequestContext, shard: Shard, upstream: aiohttp.ClientResponse,
+        self,
+        ctx: RequestContext,
+        shard: Shard,
+        upstream: aiohttp.ClientResponse,
         wants_usage: bool,
     ) -> AsyncIterator[bytes]:
         done = False

@@ -26,7 +26,9 @@ class ShardClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=False,
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
@@ -38,9 +40,7 @@ class ShardClient:
     async def probe(self, base_url: str) -> tuple[bool, list[str]] | None:
         """(ready, models) from a shard, or None if it cannot be reached."""
         try:
-            async with self.session.get(
-                base_url + "/readyz", timeout=self._probe_timeout
-            ) as ready:
+            async with self.session.get(base_url + "/readyz", timeout=self._probe_timeout) as ready:
                 await ready.read()
                 is_ready = ready.status == 200
             async with self.session.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from shardgate.shard.engine import GenerationEvent
@@ -19,10 +20,9 @@ async def stream_events(
     queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
 
     def sink(event: GenerationEvent) -> None:
-        try:
+        # RuntimeError: the loop has closed, so nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(queue.put_nowait, event)
-        except RuntimeError:  # the loop has closed: nobody is listening any more
-            pass
 
     submit(sink)
     finished = False

@@ -42,7 +42,10 @@ class TransformersEmbeddingEngine:
     def _embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         texts = [x if isinstance(x, str) else self._tokenizer.decode(x) for x in inputs]
         batch = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.context_length,
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.context_length,
             return_tensors="pt",
         )
         hidden = self._model(**batch).last_hidden_state

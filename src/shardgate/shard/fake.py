@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from shardgate.settings import ModelSpec
-from shardgate.shard.engine import GenerationEvent, SamplingParams
+from shardgate.shard.engine import FinishReason, GenerationEvent, SamplingParams
 
 __all__ = ["FakeChatEngine"]
 
@@ -33,7 +33,7 @@ class FakeChatEngine:
     ) -> AsyncIterator[GenerationEvent]:
         count = params.max_tokens or self._default_tokens
         for i in range(1, count + 1):
-            reason = "length" if i == count else None
+            reason: FinishReason | None = "length" if i == count else None
             yield GenerationEvent(WORD, len(prompt_ids), i, reason)
 
     async def abort(self, request_id: str) -> None:

@@ -25,8 +25,10 @@ class _SlotLayer(DynamicLayer):
         self._owner = owner
         self.buf_k: torch.Tensor | None = None
         self.buf_v: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
 
-    def update(  # type: ignore[override]
+    def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.buf_k is not None and self.buf_v is not None
@@ -176,4 +178,3 @@ class SlotCache(Cache):
                 buf[:, :, : self.length - by] = buf[:, :, by : self.length].clone()
         self.pads = [p - by for p in self.pads]
         self.length -= by
-

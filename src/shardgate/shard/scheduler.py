@@ -46,7 +46,9 @@ class BatchScheduler:
         self.max_batch_size = max_batch_size
         self.max_model_len = max_model_len
         self._prefill_budget = prefill_token_budget
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
         self._cache = SlotCache(
             config.num_hidden_layers,
             config.num_key_value_heads,

@@ -84,7 +84,5 @@ class Sequence:
             return
         self.emitted = max(self.emitted, end)
         self.sink(
-            GenerationEvent(
-                delta, len(self.prompt_ids), len(self.output_ids), self.finish_reason
-            )
+            GenerationEvent(delta, len(self.prompt_ids), len(self.output_ids), self.finish_reason)
         )

@@ -45,8 +45,14 @@ def create_shard_app(settings: Settings, pool: ModelPool) -> Starlette:
 
     async def models(request: Request) -> Response:
         data = [
-            {"id": s.name, "object": "model", "created": 0, "owned_by": "shardgate",
-             "kind": s.kind, "ready": s.name in pool.chat or s.name in pool.embedding}
+            {
+                "id": s.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "shardgate",
+                "kind": s.kind,
+                "ready": s.name in pool.chat or s.name in pool.embedding,
+            }
             for s in pool.specs
         ]
         return JSONResponse({"object": "list", "data": data})
@@ -122,12 +128,17 @@ class _PoolCollector:
         self._started = time.time()
 
     def collect(self) -> Any:
-        running = GaugeMetricFamily("shardgate_shard_running_sequences",
-                                    "Sequences in the decode batch", labels=["model"])
-        waiting = GaugeMetricFamily("shardgate_shard_waiting_sequences",
-                                    "Sequences queued for a batch slot", labels=["model"])
-        kv = GaugeMetricFamily("shardgate_shard_kv_cache_bytes",
-                               "Bytes allocated for the KV cache", labels=["model"])
+        running = GaugeMetricFamily(
+            "shardgate_shard_running_sequences", "Sequences in the decode batch", labels=["model"]
+        )
+        waiting = GaugeMetricFamily(
+            "shardgate_shard_waiting_sequences",
+            "Sequences queued for a batch slot",
+            labels=["model"],
+        )
+        kv = GaugeMetricFamily(
+            "shardgate_shard_kv_cache_bytes", "Bytes allocated for the KV cache", labels=["model"]
+        )
         for name, serving in self._pool.chat.items():
             stats = getattr(serving.engine, "stats", None)
             if stats is None:

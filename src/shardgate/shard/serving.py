@@ -73,8 +73,12 @@ class ChatServing:
         return self._call("text_completion", prompts, req, req.token_limit, "prompt")
 
     def _call(
-        self, kind: str, prompts: list[list[int]], options: GenerationOptions,
-        limit: int | None, param: str,
+        self,
+        kind: str,
+        prompts: list[list[int]],
+        options: GenerationOptions,
+        limit: int | None,
+        param: str,
     ) -> _Call:
         window = self.engine.context_length
         for prompt in prompts:
@@ -82,13 +86,14 @@ class ChatServing:
                 raise InvalidRequest(
                     f"the prompt is {len(prompt)} tokens; this model's context window is "
                     f"{window} tokens",
-                    param=param, code="context_length_exceeded",
+                    param=param,
+                    code="context_length_exceeded",
                 )
         return _Call(kind, self.engine.name, prompts, options, limit)
 
     def _events(self, call: _Call) -> AsyncIterator[Indexed]:
         opts = call.options
-        streams = []
+        streams: list[AsyncIterator[GenerationEvent]] = []
         for prompt in call.prompts:
             for j in range(opts.n):
                 params = SamplingParams(
@@ -117,8 +122,11 @@ class ChatServing:
             choices.append(self._choice(call, index, "".join(texts[index]), final.finish_reason))
         completion = sum(f.completion_tokens for f in finals.values())
         prompt = sum(len(p) for p in call.prompts)
-        return {**call.envelope(call.kind), "choices": choices,
-                "usage": call.usage(completion, prompt)}
+        return {
+            **call.envelope(call.kind),
+            "choices": choices,
+            "usage": call.usage(completion, prompt),
+        }
 
     def _choice(self, call: _Call, index: int, text: str, reason: str | None) -> dict[str, Any]:
         if call.is_chat:
@@ -165,7 +173,7 @@ async def embeddings(engine: EmbeddingEngine, req: EmbeddingRequest) -> dict[str
     if isinstance(raw, str):
         inputs = [raw]
     elif raw and isinstance(raw[0], int):
-        inputs = [[int(x) for x in raw]]  # type: ignore[union-attr]
+        inputs = [[int(x) for x in raw]]
     else:
         inputs = list(raw)  # type: ignore[arg-type]
     if any(isinstance(x, str) and not x for x in inputs):
@@ -180,8 +188,12 @@ async def embeddings(engine: EmbeddingEngine, req: EmbeddingRequest) -> dict[str
         {"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
         for i, v in enumerate(vectors)
     ]
-    return {"object": "list", "data": data, "model": engine.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": engine.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:

@@ -66,7 +66,9 @@ class TransformersChatEngine:
                 list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
             )
         except Exception as exc:
-            raise ValueError(f"the chat cannot be rendered by this model's template: {exc}") from None
+            raise ValueError(
+                f"the chat cannot be rendered by this model's template: {exc}"
+            ) from None
         return list(ids)
 
     def encode(self, text: str) -> list[int]:
