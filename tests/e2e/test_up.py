@@ -219,25 +219,61 @@ def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
     assert response.json()["error"]["code"] == "context_length_exceeded"
 
 
-def test_killed_shard_gives_503_fast_and_comes_back(stack: Proc, client: openai.OpenAI) -> None:
-    shard = next(
-        p
-        for p in psutil.Process(stack.process.pid).children()
+def chat_shard(stack: Proc) -> psutil.Process:
+    return next(
+        p for p in psutil.Process(stack.process.pid).children()
         if "shard" in p.cmdline() and CHAT_MODEL in " ".join(p.cmdline())
     )
-    shard.kill()
-    shard.wait(5)
+
+
+def running_sequences(stack: Proc) -> float:
+    argv = chat_shard(stack).cmdline()
+    port = argv[argv.index("--port") + 1]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    line = next(x for x in metrics.splitlines()
+                if x.startswith("shardgate_shard_running_sequences{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_client_disconnect_aborts_and_frees_the_slot(stack: Proc) -> None:
+    body = {"model": CHAT_MODEL, "max_tokens": 400, "stream": True, "temperature": 0.8,
+            "messages": [{"role": "user", "content": "Write a very long story."}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", stack.url + "/v1/chat/completions", json=body,
+                      headers=headers, timeout=30) as response:
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+        assert running_sequences(stack) == 1
+    deadline = time.monotonic() + 5
+    while running_sequences(stack) != 0:
+        assert time.monotonic() < deadline, "the sequence kept its slot after the client left"
+        time.sleep(0.1)
+
+
+def test_shard_death_mid_stream_then_503_then_recovery(
+    stack: Proc, client: openai.OpenAI
+) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Write a very long story."}],
+        max_tokens=400, temperature=0.8, stream=True,
+    )
+    received = 0
+    with pytest.raises(openai.APIError, match="shard"):
+        for chunk in stream:
+            received += 1
+            if received == 3:
+                chat_shard(stack).kill()
+    assert received >= 3
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
         ask(client, QUESTIONS[0])
     assert caught.value.status_code == 503
+    assert caught.value.body is not None and "shard" in str(caught.value.body)
     assert time.monotonic() - started < 3
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if httpx.get(stack.url + "/readyz").status_code == 200:
-            break
+    while httpx.get(stack.url + "/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the supervisor did not bring the shard back"
         time.sleep(0.5)
-    else:
-        raise AssertionError("the supervisor did not bring the shard back")
     assert "Paris" in ask(client, QUESTIONS[0])
     assert "restarting" in stack.output()
