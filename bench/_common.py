@@ -104,7 +104,11 @@ class Processes:
         with open(log_path, "wb") as log:
             # A session of its own: Ctrl-C reaches only the benchmark, which then stops it.
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=REPO,
                 start_new_session=True,
             )
         child = Child(name, process, log_path)
@@ -126,8 +130,10 @@ class Processes:
     ) -> None:
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             for child in self.children:
-                print(f"--- last lines of {child.name} ({child.log_path}) ---\n{child.tail()}",
-                      file=sys.stderr)
+                print(
+                    f"--- last lines of {child.name} ({child.log_path}) ---\n{child.tail()}",
+                    file=sys.stderr,
+                )
         self.stop_all()
 
 
@@ -175,8 +181,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.ljust(widths[0]) if i == 0 else v.rjust(widths[i])
-                 for i, v in enumerate(values)]
+        parts = [v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(values)]
         return "  ".join(parts).rstrip()
 
     print(line(headers))

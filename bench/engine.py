@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+
 from _common import (
     LOOPBACK,
     MODEL,
@@ -128,8 +129,10 @@ def generate_once(
     import torch
 
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True,
-        return_tensors="pt", return_dict=True,
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     sampling: dict[str, Any] = {"do_sample": False}
     if temperature > 0:
@@ -137,8 +140,11 @@ def generate_once(
     started = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(
-            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-            pad_token_id=tokenizer.eos_token_id, **sampling,
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=tokenizer.eos_token_id,
+            **sampling,
         )
     seconds = time.perf_counter() - started
     return int(output.shape[1] - inputs["input_ids"].shape[1]), seconds
@@ -156,8 +162,11 @@ async def stream_chat(
     content_chunks = 0
     try:
         stream = await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": prompt}],
-            max_tokens=args.max_tokens, temperature=args.temperature, stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            stream=True,
             stream_options={"include_usage": True},
         )
         async for chunk in stream:
@@ -220,8 +229,9 @@ def summarize_level(
 async def measure_server(
     base_url: str, key: str, baseline_tps: float, args: argparse.Namespace
 ) -> list[LevelResult]:
-    client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=key, max_retries=0,
-                                timeout=args.request_timeout)
+    client = openai.AsyncOpenAI(
+        base_url=base_url + "/v1", api_key=key, max_retries=0, timeout=args.request_timeout
+    )
     async with client:
         warm = argparse.Namespace(**{**vars(args), "max_tokens": 4})
         await stream_chat(client, "Hello!", warm)  # opens a connection, and checks the path
@@ -243,14 +253,36 @@ def run_server(baseline_tps: float, args: argparse.Namespace) -> list[LevelResul
         tempfile.TemporaryDirectory(prefix="shardgate-bench-engine-") as tmp,
         Processes(Path(tmp)) as procs,
     ):
-        shard = procs.start("shard", [
-            "shard", "--models", MODEL, "--host", LOOPBACK, "--port", str(shard_port),
-            "--data-dir", str(args.data_dir),
-        ], env={"SHARDGATE_ENGINE__THREADS": str(args.threads)})
-        gateway = procs.start("gateway", [
-            "gateway", "--host", LOOPBACK, "--port", str(gateway_port),
-            "--data-dir", str(Path(tmp) / "gateway"), "--shard", shard_url,
-        ], env={"SHARDGATE_BOOTSTRAP_KEY": key})
+        shard = procs.start(
+            "shard",
+            [
+                "shard",
+                "--models",
+                MODEL,
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(shard_port),
+                "--data-dir",
+                str(args.data_dir),
+            ],
+            env={"SHARDGATE_ENGINE__THREADS": str(args.threads)},
+        )
+        gateway = procs.start(
+            "gateway",
+            [
+                "gateway",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(gateway_port),
+                "--data-dir",
+                str(Path(tmp) / "gateway"),
+                "--shard",
+                shard_url,
+            ],
+            env={"SHARDGATE_BOOTSTRAP_KEY": key},
+        )
         progress("waiting for the shard to load the model ...")
         loaded = wait_ready(shard, shard_url, args.ready_timeout)
         wait_ready(gateway, gateway_url, args.ready_timeout)
@@ -267,33 +299,75 @@ def print_report(
     cores = os.cpu_count() or 1
     load1, _, _ = os.getloadavg()
     sampling = f"temperature {args.temperature:g}" if args.temperature > 0 else "greedy"
-    print(f"\nshardgate engine benchmark: {MODEL}, float32, {args.threads} torch threads, "
-          f"{cores} CPU cores (load average now {load1:.2f}), {sampling}")
-    print(f"\nBaseline: transformers model.generate in-process, one request at a time, "
-          f"exactly {args.max_tokens} new tokens each")
-    print_table(["prompt", "new tokens", "seconds", "tokens/s"],
-                [[str(i + 1), int(r["tokens"]), r["seconds"], r["tokens"] / r["seconds"]]
-                 for i, r in enumerate(baseline.per_request)]
-                + [["total", baseline.tokens, baseline.seconds, baseline.tokens_per_s]])
-    print(f"\nShard through the gateway: streaming chat completions (openai AsyncOpenAI), "
-          f"max_tokens {args.max_tokens}, {args.rounds} x concurrency requests per level, "
-          f"that many in flight")
-    print_table(
-        ["concurrency", "requests", "errors", "tokens", "tok/req", "wall s", "tokens/s",
-         "x baseline", "TTFT p50 s", "TTFT p99 s", "latency p50 s"],
-        [[str(v.concurrency), v.requests, v.errors, v.tokens, v.tokens_per_request, v.seconds,
-          v.tokens_per_s, v.speedup, v.ttft_p50_s, v.ttft_p99_s, v.latency_p50_s]
-         for v in levels],
+    print(
+        f"\nshardgate engine benchmark: {MODEL}, float32, {args.threads} torch threads, "
+        f"{cores} CPU cores (load average now {load1:.2f}), {sampling}"
     )
-    print("(a request may stop before max_tokens at an end-of-text token; tokens/s counts the "
-          "tokens actually generated, from the stream's usage)")
+    print(
+        f"\nBaseline: transformers model.generate in-process, one request at a time, "
+        f"exactly {args.max_tokens} new tokens each"
+    )
+    print_table(
+        ["prompt", "new tokens", "seconds", "tokens/s"],
+        [
+            [str(i + 1), int(r["tokens"]), r["seconds"], r["tokens"] / r["seconds"]]
+            for i, r in enumerate(baseline.per_request)
+        ]
+        + [["total", baseline.tokens, baseline.seconds, baseline.tokens_per_s]],
+    )
+    print(
+        f"\nShard through the gateway: streaming chat completions (openai AsyncOpenAI), "
+        f"max_tokens {args.max_tokens}, {args.rounds} x concurrency requests per level, "
+        f"that many in flight"
+    )
+    print_table(
+        [
+            "concurrency",
+            "requests",
+            "errors",
+            "tokens",
+            "tok/req",
+            "wall s",
+            "tokens/s",
+            "x baseline",
+            "TTFT p50 s",
+            "TTFT p99 s",
+            "latency p50 s",
+        ],
+        [
+            [
+                str(v.concurrency),
+                v.requests,
+                v.errors,
+                v.tokens,
+                v.tokens_per_request,
+                v.seconds,
+                v.tokens_per_s,
+                v.speedup,
+                v.ttft_p50_s,
+                v.ttft_p99_s,
+                v.latency_p50_s,
+            ]
+            for v in levels
+        ],
+    )
+    print(
+        "(a request may stop before max_tokens at an end-of-text token; tokens/s counts the "
+        "tokens actually generated, from the stream's usage)"
+    )
     targets = check_targets(levels)
     print_targets(targets)
-    return {"machine": {"cpu_cores": cores, "load_average_1m": load1},
-            "settings": {**vars(args), "data_dir": str(args.data_dir),
-                         "json": str(args.json) if args.json else None},
-            "baseline": asdict(baseline), "levels": [asdict(v) for v in levels],
-            "targets": targets}
+    return {
+        "machine": {"cpu_cores": cores, "load_average_1m": load1},
+        "settings": {
+            **vars(args),
+            "data_dir": str(args.data_dir),
+            "json": str(args.json) if args.json else None,
+        },
+        "baseline": asdict(baseline),
+        "levels": [asdict(v) for v in levels],
+        "targets": targets,
+    }
 
 
 def check_targets(levels: list[LevelResult]) -> list[dict[str, Any]]:
@@ -301,18 +375,26 @@ def check_targets(levels: list[LevelResult]) -> list[dict[str, Any]]:
     speedup = level.speedup if level else float("nan")
     ttft = level.ttft_p99_s if level else float("nan")
     return [
-        {"target": f"at {TARGET_CONCURRENCY} concurrent: total throughput >= "
-                   f"{TARGET_SPEEDUP:g}x the sequential baseline",
-         "value": f"{speedup:.2f}x", "pass": level is not None and speedup >= TARGET_SPEEDUP},
-        {"target": f"at {TARGET_CONCURRENCY} concurrent: TTFT p99 < {TARGET_TTFT_P99_S:g} s",
-         "value": f"{ttft:.2f} s", "pass": level is not None and ttft < TARGET_TTFT_P99_S},
+        {
+            "target": f"at {TARGET_CONCURRENCY} concurrent: total throughput >= "
+            f"{TARGET_SPEEDUP:g}x the sequential baseline",
+            "value": f"{speedup:.2f}x",
+            "pass": level is not None and speedup >= TARGET_SPEEDUP,
+        },
+        {
+            "target": f"at {TARGET_CONCURRENCY} concurrent: TTFT p99 < {TARGET_TTFT_P99_S:g} s",
+            "value": f"{ttft:.2f} s",
+            "pass": level is not None and ttft < TARGET_TTFT_P99_S,
+        },
     ]
 
 
 def print_targets(targets: list[dict[str, Any]]) -> None:
     print("\nTargets")
-    print_table(["target", "measured", "result"],
-                [[t["target"], t["value"], verdict(t["pass"])] for t in targets])
+    print_table(
+        ["target", "measured", "result"],
+        [[t["target"], t["value"], verdict(t["pass"])] for t in targets],
+    )
 
 
 # -- the command line -------------------------------------------------------------------
@@ -333,27 +415,61 @@ def concurrency_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=REPO / "var",
-                   help="the shard's data directory, holding the converted model under "
-                        "models/ (default: the repository's var/)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch threads, for the baseline and the shard alike (default 2)")
-    p.add_argument("--max-tokens", type=int, default=128,
-                   help="new tokens per request (default 128)")
-    p.add_argument("--temperature", type=float, default=0.7,
-                   help="sampling temperature; 0 is greedy (default 0.7)")
-    p.add_argument("--baseline-prompts", type=int, default=3,
-                   help="requests in the sequential baseline (default 3)")
-    p.add_argument("--concurrency", type=concurrency_list, default=[1, 4, 16],
-                   help="comma-separated concurrency levels (default 1,4,16)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="requests per level, as a multiple of its concurrency (default 2)")
-    p.add_argument("--request-timeout", type=float, default=300.0,
-                   help="seconds before a request fails (default 300)")
-    p.add_argument("--ready-timeout", type=float, default=600.0,
-                   help="seconds to wait for the shard to load the model (default 600)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO / "var",
+        help="the shard's data directory, holding the converted model under "
+        "models/ (default: the repository's var/)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads, for the baseline and the shard alike (default 2)",
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=128, help="new tokens per request (default 128)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature; 0 is greedy (default 0.7)",
+    )
+    p.add_argument(
+        "--baseline-prompts",
+        type=int,
+        default=3,
+        help="requests in the sequential baseline (default 3)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=concurrency_list,
+        default=[1, 4, 16],
+        help="comma-separated concurrency levels (default 1,4,16)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="requests per level, as a multiple of its concurrency (default 2)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300.0,
+        help="seconds before a request fails (default 300)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the shard to load the model (default 600)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
     if min(args.threads, args.max_tokens, args.baseline_prompts, args.rounds) < 1:
@@ -378,8 +494,9 @@ def main() -> int:
     try:
         baseline, levels = run(args)
     except KeyboardInterrupt:
-        print("\ninterrupted; every process the benchmark started has been stopped",
-              file=sys.stderr)
+        print(
+            "\ninterrupted; every process the benchmark started has been stopped", file=sys.stderr
+        )
         return 130
     except BenchError as exc:
         print(f"engine benchmark failed: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import psutil
 import uvloop
+
 from _common import (
     LOOPBACK,
     MODEL,
@@ -220,7 +221,10 @@ async def run_phase(
 
 
 def summarize(
-    load: Load, path: str, samples: list[Sample], cpu_used: dict[str, float],
+    load: Load,
+    path: str,
+    samples: list[Sample],
+    cpu_used: dict[str, float],
     cpu_percent: dict[str, float],
 ) -> PhaseResult:
     ok = [s for s in samples if s.error is None]
@@ -260,8 +264,13 @@ async def measure(stack: Stack, args: argparse.Namespace) -> list[PhaseResult]:
         for load in planned_loads(args):
             for endpoint in endpoints:
                 if load.rate is not None and args.warmup > 0:
-                    warm = Load("warm-up", load.stream, load.max_tokens, rate=load.rate,
-                                duration_s=args.warmup)
+                    warm = Load(
+                        "warm-up",
+                        load.stream,
+                        load.max_tokens,
+                        rate=load.rate,
+                        duration_s=args.warmup,
+                    )
                     await run_phase(session, stack, endpoint, warm)
                 progress(f"{load.phase}: {endpoint.name} ...")
                 results.append(await run_phase(session, stack, endpoint, load))
@@ -271,10 +280,20 @@ async def measure(stack: Stack, args: argparse.Namespace) -> list[PhaseResult]:
 def planned_loads(args: argparse.Namespace) -> list[Load]:
     loads = [
         Load("non-streaming", False, args.max_tokens, rate=args.rate, duration_s=args.duration),
-        Load("streaming", True, args.stream_max_tokens, rate=args.stream_rate,
-             duration_s=args.stream_duration),
-        Load("max throughput", False, args.max_tokens, concurrency=args.concurrency,
-             duration_s=args.throughput_duration),
+        Load(
+            "streaming",
+            True,
+            args.stream_max_tokens,
+            rate=args.stream_rate,
+            duration_s=args.stream_duration,
+        ),
+        Load(
+            "max throughput",
+            False,
+            args.max_tokens,
+            concurrency=args.concurrency,
+            duration_s=args.throughput_duration,
+        ),
     ]
     return [load for load in loads if load.duration_s > 0]
 
@@ -291,14 +310,37 @@ def start_stack(procs: Processes, workdir: Path, timeout_s: float) -> Stack:
     shard_port, gateway_port = free_port(), free_port()
     shard_url = f"http://{LOOPBACK}:{shard_port}"
     gateway_url = f"http://{LOOPBACK}:{gateway_port}"
-    shard = procs.start("shard", [
-        "shard", "--engine", "fake", "--models", MODEL, "--host", LOOPBACK,
-        "--port", str(shard_port), "--data-dir", str(workdir / "shard"),
-    ])
-    gateway = procs.start("gateway", [
-        "gateway", "--host", LOOPBACK, "--port", str(gateway_port),
-        "--data-dir", str(workdir / "gateway"), "--shard", shard_url,
-    ], env={"SHARDGATE_BOOTSTRAP_KEY": key})
+    shard = procs.start(
+        "shard",
+        [
+            "shard",
+            "--engine",
+            "fake",
+            "--models",
+            MODEL,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(shard_port),
+            "--data-dir",
+            str(workdir / "shard"),
+        ],
+    )
+    gateway = procs.start(
+        "gateway",
+        [
+            "gateway",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(gateway_port),
+            "--data-dir",
+            str(workdir / "gateway"),
+            "--shard",
+            shard_url,
+        ],
+        env={"SHARDGATE_BOOTSTRAP_KEY": key},
+    )
     wait_ready(shard, shard_url, timeout_s)
     wait_ready(gateway, gateway_url, timeout_s)
     json_headers = {"Content-Type": "application/json"}
@@ -333,9 +375,14 @@ def added_latency(results: list[PhaseResult]) -> list[dict[str, Any]]:
         pair = {r.path: r for r in results if r.phase == phase}
         if "direct" in pair and "gateway" in pair:
             d, g = pair["direct"], pair["gateway"]
-            rows.append({"phase": phase, "rate": g.target_rate,
-                         "added_p50_ms": g.p50_ms - d.p50_ms,
-                         "added_p99_ms": g.p99_ms - d.p99_ms})
+            rows.append(
+                {
+                    "phase": phase,
+                    "rate": g.target_rate,
+                    "added_p50_ms": g.p50_ms - d.p50_ms,
+                    "added_p99_ms": g.p99_ms - d.p99_ms,
+                }
+            )
     return rows
 
 
@@ -343,20 +390,27 @@ def print_report(results: list[PhaseResult], args: argparse.Namespace) -> dict[s
     cores = os.cpu_count() or 1
     load1, _, _ = os.getloadavg()
     print(f"\nshardgate gateway benchmark: fake shard (model {MODEL}), one gateway, loopback")
-    print(f"load generator: aiohttp + uvloop in one process, {args.max_connections} pooled "
-          f"connections at most")
-    print(f"note: the generator, the gateway and the shard share {cores} CPU cores (nothing is "
-          f"pinned; load average now {load1:.2f}), so every figure includes contention")
+    print(
+        f"load generator: aiohttp + uvloop in one process, {args.max_connections} pooled "
+        f"connections at most"
+    )
+    print(
+        f"note: the generator, the gateway and the shard share {cores} CPU cores (nothing is "
+        f"pinned; load average now {load1:.2f}), so every figure includes contention"
+    )
     print_open_loop(results)
     added = print_added(results)
     print_closed_loop(results)
     warnings = rate_warnings(results)
     for line in warnings:
         print(f"WARNING: {line}")
-    return {"machine": {"cpu_cores": cores, "load_average_1m": load1},
-            "settings": vars(args) | {"json": str(args.json) if args.json else None},
-            "phases": [asdict(r) for r in results], "added_latency": added,
-            "warnings": warnings}
+    return {
+        "machine": {"cpu_cores": cores, "load_average_1m": load1},
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "phases": [asdict(r) for r in results],
+        "added_latency": added,
+        "warnings": warnings,
+    }
 
 
 def print_open_loop(results: list[PhaseResult]) -> None:
@@ -365,11 +419,38 @@ def print_open_loop(results: list[PhaseResult]) -> None:
         return
     print("\nOpen loop (fixed rate; latency from the scheduled send time to the full response)")
     print_table(
-        ["phase", "path", "target/s", "achieved/s", "requests", "errors", "p50 ms", "p95 ms",
-         "p99 ms", "late p99 ms", "gen cpu%", "gw cpu%", "shard cpu%", "gw cpu us/req"],
-        [[r.phase, r.path, f"{r.target_rate:.0f}", f"{r.achieved_rate:.1f}", r.requests,
-          r.errors, r.p50_ms, r.p95_ms, r.p99_ms, r.late_p99_ms, *cpu_cells(r)]
-         for r in rows],
+        [
+            "phase",
+            "path",
+            "target/s",
+            "achieved/s",
+            "requests",
+            "errors",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "late p99 ms",
+            "gen cpu%",
+            "gw cpu%",
+            "shard cpu%",
+            "gw cpu us/req",
+        ],
+        [
+            [
+                r.phase,
+                r.path,
+                f"{r.target_rate:.0f}",
+                f"{r.achieved_rate:.1f}",
+                r.requests,
+                r.errors,
+                r.p50_ms,
+                r.p95_ms,
+                r.p99_ms,
+                r.late_p99_ms,
+                *cpu_cells(r),
+            ]
+            for r in rows
+        ],
     )
     print("('late' is how far behind schedule the generator sent; it is part of the latency)")
     print_errors(rows)
@@ -377,10 +458,12 @@ def print_open_loop(results: list[PhaseResult]) -> None:
 
 def cpu_cells(r: PhaseResult) -> list[str]:
     per_request = r.gateway_cpu_us_per_request
-    return [f"{r.cpu_percent['generator']:.0f}",
-            f"{r.cpu_percent['gateway']:.0f}" if r.path == "gateway" else "-",
-            f"{r.cpu_percent['shard']:.0f}",
-            f"{per_request:.0f}" if per_request is not None else "-"]
+    return [
+        f"{r.cpu_percent['generator']:.0f}",
+        f"{r.cpu_percent['gateway']:.0f}" if r.path == "gateway" else "-",
+        f"{r.cpu_percent['shard']:.0f}",
+        f"{per_request:.0f}" if per_request is not None else "-",
+    ]
 
 
 def print_added(results: list[PhaseResult]) -> list[dict[str, Any]]:
@@ -399,8 +482,9 @@ def print_added(results: list[PhaseResult]) -> list[dict[str, Any]]:
         else:
             p50_result = p99_result = "(no target)"
         rows.append([row["phase"], f"{row['rate']:.0f}", p50, p50_result, p99, p99_result])
-    print_table(["phase", "rate/s", "added p50 ms", "p50 result", "added p99 ms", "p99 result"],
-                rows)
+    print_table(
+        ["phase", "rate/s", "added p50 ms", "p50 result", "added p99 ms", "p99 result"], rows
+    )
     return added
 
 
@@ -408,19 +492,43 @@ def print_closed_loop(results: list[PhaseResult]) -> None:
     rows = [r for r in results if r.mode == "closed"]
     if not rows:
         return
-    print(f"\nMax throughput (closed loop, {rows[0].concurrency} concurrent connections, "
-          f"non-streaming)")
+    print(
+        f"\nMax throughput (closed loop, {rows[0].concurrency} concurrent connections, "
+        f"non-streaming)"
+    )
     print_table(
-        ["path", "req/s", "requests", "errors", "p50 ms", "p99 ms", "gen cpu%", "gw cpu%",
-         "shard cpu%", "gw cpu us/req"],
-        [[r.path, f"{r.achieved_rate:.0f}", r.requests, r.errors, r.p50_ms, r.p99_ms,
-          *cpu_cells(r)] for r in rows],
+        [
+            "path",
+            "req/s",
+            "requests",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "gen cpu%",
+            "gw cpu%",
+            "shard cpu%",
+            "gw cpu us/req",
+        ],
+        [
+            [
+                r.path,
+                f"{r.achieved_rate:.0f}",
+                r.requests,
+                r.errors,
+                r.p50_ms,
+                r.p99_ms,
+                *cpu_cells(r),
+            ]
+            for r in rows
+        ],
     )
     pair = {r.path: r for r in rows}
     if "direct" in pair and "gateway" in pair and pair["direct"].achieved_rate > 0:
         share = pair["gateway"].achieved_rate / pair["direct"].achieved_rate
-        print(f"through the gateway: {100 * share:.0f}% of the direct rate "
-              f"(the gateway competes with the shard and the generator for the same cores)")
+        print(
+            f"through the gateway: {100 * share:.0f}% of the direct rate "
+            f"(the gateway competes with the shard and the generator for the same cores)"
+        )
     print_errors(rows)
 
 
@@ -436,10 +544,15 @@ def rate_warnings(results: list[PhaseResult]) -> list[str]:
     for r in results:
         if r.mode != "open" or r.target_rate is None or r.achieved_rate >= 0.95 * r.target_rate:
             continue
-        who = ("the load generator (sharing the cores with the shard) cannot sustain it"
-               if r.path == "direct" else "the gateway path cannot sustain it on this machine")
-        lines.append(f"{r.phase} / {r.path} reached {r.achieved_rate:.0f} of the target "
-                     f"{r.target_rate:.0f} req/s: {who}; its figures are for the rate reached")
+        who = (
+            "the load generator (sharing the cores with the shard) cannot sustain it"
+            if r.path == "direct"
+            else "the gateway path cannot sustain it on this machine"
+        )
+        lines.append(
+            f"{r.phase} / {r.path} reached {r.achieved_rate:.0f} of the target "
+            f"{r.target_rate:.0f} req/s: {who}; its figures are for the rate reached"
+        )
     return lines
 
 
@@ -447,32 +560,78 @@ def rate_warnings(results: list[PhaseResult]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rate", type=float, default=500.0,
-                   help="open-loop rate of non-streaming requests, per second (default 500)")
-    p.add_argument("--duration", type=float, default=20.0,
-                   help="seconds of each non-streaming open-loop phase (default 20)")
-    p.add_argument("--max-tokens", type=int, default=8,
-                   help="max_tokens of non-streaming requests (default 8)")
-    p.add_argument("--stream-rate", type=float, default=200.0,
-                   help="open-loop rate of streaming requests, per second (default 200)")
-    p.add_argument("--stream-duration", type=float, default=10.0,
-                   help="seconds of each streaming phase; 0 skips them (default 10)")
-    p.add_argument("--stream-max-tokens", type=int, default=16,
-                   help="max_tokens of streaming requests (default 16)")
-    p.add_argument("--concurrency", type=int, default=32,
-                   help="connections of the closed-loop max-throughput phases (default 32)")
-    p.add_argument("--throughput-duration", type=float, default=10.0,
-                   help="seconds of each max-throughput phase; 0 skips them (default 10)")
-    p.add_argument("--warmup", type=float, default=2.0,
-                   help="seconds of unmeasured load before each open-loop phase (default 2)")
-    p.add_argument("--max-connections", type=int, default=256,
-                   help="the generator's connection pool size (default 256)")
-    p.add_argument("--request-timeout", type=float, default=30.0,
-                   help="seconds before a request counts as an error (default 30)")
-    p.add_argument("--ready-timeout", type=float, default=60.0,
-                   help="seconds to wait for the shard and gateway to be ready (default 60)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="open-loop rate of non-streaming requests, per second (default 500)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds of each non-streaming open-loop phase (default 20)",
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=8, help="max_tokens of non-streaming requests (default 8)"
+    )
+    p.add_argument(
+        "--stream-rate",
+        type=float,
+        default=200.0,
+        help="open-loop rate of streaming requests, per second (default 200)",
+    )
+    p.add_argument(
+        "--stream-duration",
+        type=float,
+        default=10.0,
+        help="seconds of each streaming phase; 0 skips them (default 10)",
+    )
+    p.add_argument(
+        "--stream-max-tokens",
+        type=int,
+        default=16,
+        help="max_tokens of streaming requests (default 16)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="connections of the closed-loop max-throughput phases (default 32)",
+    )
+    p.add_argument(
+        "--throughput-duration",
+        type=float,
+        default=10.0,
+        help="seconds of each max-throughput phase; 0 skips them (default 10)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of unmeasured load before each open-loop phase (default 2)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="the generator's connection pool size (default 256)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds before a request counts as an error (default 30)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the shard and gateway to be ready (default 60)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.stream_rate <= 0 or args.concurrency < 1:
@@ -487,8 +646,9 @@ def main() -> int:
     try:
         results = run(args)
     except KeyboardInterrupt:
-        print("\ninterrupted; every process the benchmark started has been stopped",
-              file=sys.stderr)
+        print(
+            "\ninterrupted; every process the benchmark started has been stopped", file=sys.stderr
+        )
         return 130
     except BenchError as exc:
         print(f"gateway benchmark failed: {exc}", file=sys.stderr)

@@ -19,8 +19,12 @@ def test_defaults() -> None:
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     config = tmp_path / "shardgate.yaml"
     config.write_text("port: 9000\nengine:\n  max_batch_size: 4\n  dtype: float32\n")
-    env = {"SHARDGATE_PORT": "9001", "SHARDGATE_ENGINE__MAX_BATCH_SIZE": "8",
-           "SHARDGATE_BOOTSTRAP_KEY": "123456", "OTHER": "x"}
+    env = {
+        "SHARDGATE_PORT": "9001",
+        "SHARDGATE_ENGINE__MAX_BATCH_SIZE": "8",
+        "SHARDGATE_BOOTSTRAP_KEY": "123456",
+        "OTHER": "x",
+    }
     settings = load_settings(config, environ=env)
     assert settings.port == 9001
     assert settings.engine.max_batch_size == 8
@@ -36,8 +40,11 @@ def test_shards_from_an_inline_environment_value() -> None:
 
 
 def test_each_problem_gets_one_line(tmp_path: Path) -> None:
-    env = {"SHARDGATE_PORT": "eighty", "SHARDGATE_ENGINE__MAX_BATCH_SIZE": "0",
-           "SHARDGATE_NO_SUCH_THING": "1"}
+    env = {
+        "SHARDGATE_PORT": "eighty",
+        "SHARDGATE_ENGINE__MAX_BATCH_SIZE": "0",
+        "SHARDGATE_NO_SUCH_THING": "1",
+    }
     with pytest.raises(SettingsError) as caught:
         load_settings(environ=env)
     lines = str(caught.value).splitlines()

@@ -213,6 +213,12 @@ def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
     huge = b'{"model": "' + b"x" * (3 * 1024 * 1024) + b'"}'
     response = httpx.post(url, content=huge, headers=headers)
     assert response.status_code == 413 and "error" in response.json()
+    empty = {"model": CHAT_MODEL, "prompt": ""}
+    response = httpx.post(stack.url + "/v1/completions", json=empty, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
+    ids = {"model": EMBEDDING_MODEL, "input": [[1, 2, 10**9]]}
+    response = httpx.post(stack.url + "/v1/embeddings", json=ids, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
     long_prompt = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "word " * 3000}]}
     response = httpx.post(url, json=long_prompt, headers=headers, timeout=60)
     assert response.status_code == 400
@@ -221,7 +227,8 @@ def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
 
 def chat_shard(stack: Proc) -> psutil.Process:
     return next(
-        p for p in psutil.Process(stack.process.pid).children()
+        p
+        for p in psutil.Process(stack.process.pid).children()
         if "shard" in p.cmdline() and CHAT_MODEL in " ".join(p.cmdline())
     )
 
@@ -230,17 +237,24 @@ def running_sequences(stack: Proc) -> float:
     argv = chat_shard(stack).cmdline()
     port = argv[argv.index("--port") + 1]
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    line = next(x for x in metrics.splitlines()
-                if x.startswith("shardgate_shard_running_sequences{"))
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("shardgate_shard_running_sequences{")
+    )
     return float(line.rsplit(" ", 1)[1])
 
 
 def test_client_disconnect_aborts_and_frees_the_slot(stack: Proc) -> None:
-    body = {"model": CHAT_MODEL, "max_tokens": 400, "stream": True, "temperature": 0.8,
-            "messages": [{"role": "user", "content": "Write a very long story."}]}
+    body = {
+        "model": CHAT_MODEL,
+        "max_tokens": 400,
+        "stream": True,
+        "temperature": 0.8,
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+    }
     headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.stream("POST", stack.url + "/v1/chat/completions", json=body,
-                      headers=headers, timeout=30) as response:
+    with httpx.stream(
+        "POST", stack.url + "/v1/chat/completions", json=body, headers=headers, timeout=30
+    ) as response:
         lines = response.iter_lines()
         for _ in range(6):
             next(lines)
@@ -251,16 +265,17 @@ def test_client_disconnect_aborts_and_frees_the_slot(stack: Proc) -> None:
         time.sleep(0.1)
 
 
-def test_shard_death_mid_stream_then_503_then_recovery(
-    stack: Proc, client: openai.OpenAI
-) -> None:
+def test_shard_death_mid_stream_then_503_then_recovery(stack: Proc, client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Write a very long story."}],
-        max_tokens=400, temperature=0.8, stream=True,
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Write a very long story."}],
+        max_tokens=400,
+        temperature=0.8,
+        stream=True,
     )
     received = 0
     with pytest.raises(openai.APIError, match="shard"):
-        for chunk in stream:
+        for _chunk in stream:
             received += 1
             if received == 3:
                 chat_shard(stack).kill()

@@ -94,6 +94,8 @@ def test_malformed_json_gets_400(fake_stack: Stack, body: bytes) -> None:
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": "hello"}, "messages"),
         ({"model": 7}, "model"),
+        ({"seed": 2**70}, "seed"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, None),
         ({"tools": [{"type": "function"}]}, None),
     ],
 )

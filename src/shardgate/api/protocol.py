@@ -65,7 +65,7 @@ class GenerationOptions(_Wire):
     top_p: TopP | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOP)] | None = None
-    seed: StrictInt | None = None
+    seed: Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from shardgate.pipeline.context import RequestContext
 
-__all__ = ["Handler", "Pipeline", "Stage"]
+__all__ = ["Handler", "Pipeline", "Stage", "when_done"]
 
 Handler = Callable[[RequestContext], Awaitable[Response]]
 
@@ -44,3 +44,20 @@ def _bind(stage: Stage, call_next: Handler) -> Handler:
         return await stage(ctx, call_next)
 
     return handler
+
+
+def when_done(response: Response, callback: Callable[[], None]) -> Response:
+    """Run ``callback`` once ``response`` is fully sent: now, or when its stream ends."""
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _then(response.body_iterator, callback)
+    else:
+        callback()
+    return response
+
+
+async def _then(body: AsyncIterable[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        callback()

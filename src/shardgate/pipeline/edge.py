@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from shardgate.errors import ServiceUnavailable
-from shardgate.pipeline.base import Handler
+from shardgate.pipeline.base import Handler, when_done
 from shardgate.pipeline.context import RequestContext
 from shardgate.web import read_body
 
@@ -28,6 +28,11 @@ class EdgeGuard:
         try:
             if ctx.request.method == "POST":
                 ctx.body = await read_body(ctx.request, self._max_body)
-            return await call_next(ctx)
-        finally:
+            response = await call_next(ctx)
+        except BaseException:
             self._active -= 1
+            raise
+        return when_done(response, self._release)  # a stream holds its place until it ends
+
+    def _release(self) -> None:
+        self._active -= 1

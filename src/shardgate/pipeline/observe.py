@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from shardgate.errors import AuthenticationFailed, ShardgateError
 from shardgate.metrics import GatewayMetrics
-from shardgate.pipeline.base import Handler
+from shardgate.pipeline.base import Handler, when_done
 from shardgate.pipeline.context import RequestContext
 
 __all__ = ["Observe"]
@@ -35,22 +33,12 @@ class Observe:
             gauge.dec()
             self._record(ctx, 500)
             raise
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = self._finally(response.body_iterator, ctx, response)
-        else:
+
+        def done() -> None:
             gauge.dec()
             self._record(ctx, response.status_code)
-        return response
 
-    async def _finally(
-        self, body: AsyncIterable[Any], ctx: RequestContext, response: Response
-    ) -> AsyncIterator[Any]:
-        try:
-            async for chunk in body:
-                yield chunk
-        finally:
-            self._m.in_flight.labels(ctx.route).dec()
-            self._record(ctx, response.status_code)
+        return when_done(response, done)
 
     def _record(self, ctx: RequestContext, status: int) -> None:
         now = time.perf_counter()

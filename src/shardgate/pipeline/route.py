@@ -63,7 +63,6 @@ class RouteToShard:
             shard.in_flight -= 1
             upstream.release()
         _count_tokens(ctx, content)
-        ctx.first_token_at = time.perf_counter() if upstream.status == 200 else None
         return Response(content, upstream.status, media_type="application/json")
 
     async def _send(

@@ -40,6 +40,9 @@ class TransformersEmbeddingEngine:
 
     @torch.inference_mode()
     def _embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        vocab = len(self._tokenizer)
+        if any(not isinstance(x, str) and not all(0 <= t < vocab for t in x) for x in inputs):
+            raise ValueError(f"token ids must be between 0 and {vocab - 1}")
         texts = [x if isinstance(x, str) else self._tokenizer.decode(x) for x in inputs]
         batch = self._tokenizer(
             texts,

@@ -80,7 +80,7 @@ class BatchScheduler:
                 f"{self.max_model_len} tokens"
             )
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
-        seed = params.seed if params.seed is not None else random.getrandbits(63)
+        seed = params.seed % 2**63 if params.seed is not None else random.getrandbits(63)
         generator = torch.Generator().manual_seed(seed) if params.temperature > 0 else None
         seq = Sequence(request_id, prompt_ids, params, max_tokens, sink, self._eos_ids, generator)
         with self._cond:

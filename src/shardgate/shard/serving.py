@@ -82,6 +82,8 @@ class ChatServing:
     ) -> _Call:
         window = self.engine.context_length
         for prompt in prompts:
+            if not prompt:
+                raise InvalidRequest(f"{param}: the prompt is empty", param=param)
             if len(prompt) >= window:
                 raise InvalidRequest(
                     f"the prompt is {len(prompt)} tokens; this model's context window is "
@@ -178,7 +180,10 @@ async def embeddings(engine: EmbeddingEngine, req: EmbeddingRequest) -> dict[str
         inputs = list(raw)  # type: ignore[arg-type]
     if any(isinstance(x, str) and not x for x in inputs):
         raise InvalidRequest("input: an input string is empty", param="input")
-    vectors, tokens = await engine.embed(inputs)
+    try:
+        vectors, tokens = await engine.embed(inputs)
+    except (ValueError, IndexError, OverflowError, TypeError) as exc:
+        raise InvalidRequest(f"input: cannot embed this input ({exc})", param="input") from None
     if req.dimensions is not None and req.dimensions != len(vectors[0]):
         raise InvalidRequest(
             f"dimensions: this model produces {len(vectors[0])}-dimensional vectors",
