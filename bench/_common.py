@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,10 +27,11 @@ __all__ = [
     "REPO",
     "BenchError",
     "Child",
+    "CpuMeter",
     "Processes",
     "bench_key",
-    "cpu_seconds",
-    "free_port",
+    "free_ports",
+    "listen_args",
     "percentile",
     "print_table",
     "stop_on_sigterm",
@@ -47,11 +49,18 @@ class BenchError(Exception):
     """The benchmark cannot go on (a process died, never got ready, ...)."""
 
 
-def free_port() -> int:
-    """A port that is free on the loopback address right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct ports that are free on the loopback address right now."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:  # all bound at once, so the kernel cannot hand one out twice
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def listen_args(port: int, data_dir: Path) -> list[str]:
+    """The command-line flags that put a shardgate server on a loopback port."""
+    return ["--host", LOOPBACK, "--port", str(port), "--data-dir", str(data_dir)]
 
 
 def bench_key() -> str:
@@ -131,7 +140,7 @@ class Processes:
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             for child in self.children:
                 print(
-                    f"--- last lines of {child.name} ({child.log_path}) ---\n{child.tail()}",
+                    f"--- the last lines {child.name} wrote ---\n{child.tail()}",
                     file=sys.stderr,
                 )
         self.stop_all()
@@ -150,14 +159,46 @@ def wait_ready(child: Child, base_url: str, timeout_s: float) -> float:
         except (urllib.error.URLError, OSError):
             pass  # not listening yet, or 503 while loading
         if time.monotonic() - started > timeout_s:
-            raise BenchError(f"{child.name} was not ready after {timeout_s:.0f}s")
+            raise BenchError(f"{child.name} was not ready after {timeout_s:g}s")
         time.sleep(0.2)
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU time of a process so far."""
+class CpuMeter:
+    """CPU used over an interval by some processes, and by everything else on the machine.
+
+    ``stop`` gives percentages of one core; "other" is the machine's busy time not spent
+    in the named processes (other work disturbing the figures).
+    """
+
+    def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
+        self._processes = dict(processes)
+        self._start = self._read()
+        self._started = time.perf_counter()
+
+    def _read(self) -> dict[str, float]:
+        used = {name: _cpu_seconds(p) for name, p in self._processes.items()}
+        return {**used, "machine": _machine_busy_seconds()}
+
+    def stop(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(CPU seconds, CPU percent of one core) per process, and for "other"."""
+        wall = time.perf_counter() - self._started
+        end = self._read()
+        used = {name: end[name] - self._start[name] for name in end}
+        machine = used.pop("machine")
+        used["other"] = max(0.0, machine - sum(used.values()))
+        return used, {name: round(100 * s / wall, 1) for name, s in used.items()}
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def _machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0) + getattr(times, "steal", 0.0)
+    guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)  # in user already
+    return float(sum(times) - idle - guest)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 
 from _common import (
     LOOPBACK,
     MODEL,
     REPO,
     BenchError,
+    CpuMeter,
     Processes,
     bench_key,
-    free_port,
+    free_ports,
+    listen_args,
     percentile,
     print_table,
     stop_on_sigterm,
@@ -41,6 +44,7 @@ from _common import (
 TARGET_CONCURRENCY = 16
 TARGET_SPEEDUP = 5.0
 TARGET_TTFT_P99_S = 2.0
+OTHER_CPU_WARNING = 15.0
 
 PROMPTS = (
     "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.",
@@ -61,6 +65,16 @@ class BaselineResult:
     seconds: float
     tokens_per_s: float
     per_request: list[dict[str, float]]
+    cpu_percent: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Server:
+    """The gateway to send to, its key, and the processes whose CPU use is reported."""
+
+    url: str
+    key: str
+    processes: dict[str, psutil.Process]
 
 
 @dataclass
@@ -84,6 +98,7 @@ class LevelResult:
     ttft_p99_s: float
     latency_p50_s: float
     tokens_per_request: float
+    cpu_percent: dict[str, float]
 
 
 # -- phase a: the in-process baseline ---------------------------------------------------
@@ -92,34 +107,43 @@ class LevelResult:
 def model_folder(data_dir: Path) -> Path:
     """The converted transformers folder of the model, made once (slowly) if missing."""
     from shardgate.settings import Settings
-    from shardgate.shard.catalog import find_source, prepare
+    from shardgate.shard.catalog import ModelUnavailable, find_source, prepare
 
     settings = Settings(data_dir=data_dir)
     spec = settings.model(MODEL)
     if spec is None:
         raise BenchError(f"the model {MODEL} is not in the catalogue")
-    return prepare(find_source(spec), settings.models_dir)
+    try:
+        return prepare(find_source(spec), settings.models_dir)
+    except ModelUnavailable as exc:
+        raise BenchError(str(exc)) from None
 
 
 def run_baseline(folder: Path, args: argparse.Namespace) -> BaselineResult:
     """Plain ``model.generate``, one prompt at a time; the model is freed on return."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     generate_once(model, tokenizer, PROMPTS[0], 8, args.temperature)  # warm-up
     per_request = []
+    meter = CpuMeter({"benchmark": psutil.Process()})
     for i in range(args.baseline_prompts):
         tokens, seconds = generate_once(
             model, tokenizer, PROMPTS[i % len(PROMPTS)], args.max_tokens, args.temperature
         )
         per_request.append({"tokens": tokens, "seconds": seconds})
         progress(f"baseline {i + 1}/{args.baseline_prompts}: {tokens / seconds:.1f} tokens/s")
+    _, cpu_percent = meter.stop()
     tokens = sum(int(r["tokens"]) for r in per_request)
     seconds = sum(r["seconds"] for r in per_request)
-    return BaselineResult(len(per_request), tokens, seconds, tokens / seconds, per_request)
+    return BaselineResult(
+        len(per_request), tokens, seconds, tokens / seconds, per_request, cpu_percent
+    )
 
 
 def generate_once(
@@ -184,7 +208,11 @@ async def stream_chat(
 
 
 async def run_level(
-    client: openai.AsyncOpenAI, concurrency: int, baseline_tps: float, args: argparse.Namespace
+    client: openai.AsyncOpenAI,
+    server: Server,
+    concurrency: int,
+    baseline_tps: float,
+    args: argparse.Namespace,
 ) -> LevelResult:
     """``rounds x concurrency`` requests, ``concurrency`` of them in flight at any time."""
     total = args.rounds * concurrency
@@ -195,14 +223,22 @@ async def run_level(
         for i in pending:
             results.append(await stream_chat(client, PROMPTS[i % len(PROMPTS)], args))
 
+    meter = CpuMeter(server.processes)
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
     seconds = time.perf_counter() - started
-    return summarize_level(concurrency, results, seconds, baseline_tps)
+    _, cpu_percent = meter.stop()
+    return summarize_level(concurrency, results, seconds, baseline_tps, cpu_percent)
 
 
 def summarize_level(
-    concurrency: int, results: list[RequestResult], seconds: float, baseline_tps: float
+    concurrency: int,
+    results: list[RequestResult],
+    seconds: float,
+    baseline_tps: float,
+    cpu_percent: dict[str, float],
 ) -> LevelResult:
     ok = [r for r in results if r.error is None]
     tokens = sum(r.tokens for r in ok)
@@ -223,14 +259,18 @@ def summarize_level(
         ttft_p99_s=percentile(ttfts, 99),
         latency_p50_s=percentile([r.seconds for r in ok], 50),
         tokens_per_request=tokens / len(ok) if ok else float("nan"),
+        cpu_percent=cpu_percent,
     )
 
 
 async def measure_server(
-    base_url: str, key: str, baseline_tps: float, args: argparse.Namespace
+    server: Server, baseline_tps: float, args: argparse.Namespace
 ) -> list[LevelResult]:
     client = openai.AsyncOpenAI(
-        base_url=base_url + "/v1", api_key=key, max_retries=0, timeout=args.request_timeout
+        base_url=server.url + "/v1",
+        api_key=server.key,
+        max_retries=0,
+        timeout=args.request_timeout,
     )
     async with client:
         warm = argparse.Namespace(**{**vars(args), "max_tokens": 4})
@@ -238,7 +278,7 @@ async def measure_server(
         levels = []
         for concurrency in args.concurrency:
             progress(f"concurrency {concurrency}: {args.rounds * concurrency} requests ...")
-            level = await run_level(client, concurrency, baseline_tps, args)
+            level = await run_level(client, server, concurrency, baseline_tps, args)
             progress(f"concurrency {concurrency}: {level.tokens_per_s:.1f} tokens/s")
             levels.append(level)
     return levels
@@ -246,7 +286,7 @@ async def measure_server(
 
 def run_server(baseline_tps: float, args: argparse.Namespace) -> list[LevelResult]:
     key = bench_key()
-    shard_port, gateway_port = free_port(), free_port()
+    shard_port, gateway_port = free_ports(2)
     shard_url = f"http://{LOOPBACK}:{shard_port}"
     gateway_url = f"http://{LOOPBACK}:{gateway_port}"
     with (
@@ -255,39 +295,21 @@ def run_server(baseline_tps: float, args: argparse.Namespace) -> list[LevelResul
     ):
         shard = procs.start(
             "shard",
-            [
-                "shard",
-                "--models",
-                MODEL,
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(shard_port),
-                "--data-dir",
-                str(args.data_dir),
-            ],
+            ["shard", "--models", MODEL, *listen_args(shard_port, args.data_dir)],
             env={"SHARDGATE_ENGINE__THREADS": str(args.threads)},
         )
         gateway = procs.start(
             "gateway",
-            [
-                "gateway",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(gateway_port),
-                "--data-dir",
-                str(Path(tmp) / "gateway"),
-                "--shard",
-                shard_url,
-            ],
+            ["gateway", "--shard", shard_url, *listen_args(gateway_port, Path(tmp) / "gw")],
             env={"SHARDGATE_BOOTSTRAP_KEY": key},
         )
         progress("waiting for the shard to load the model ...")
         loaded = wait_ready(shard, shard_url, args.ready_timeout)
         wait_ready(gateway, gateway_url, args.ready_timeout)
         progress(f"shard ready after {loaded:.1f}s")
-        return asyncio.run(measure_server(gateway_url, key, baseline_tps, args))
+        processes = {"client": psutil.Process(), "gateway": gateway.ps, "shard": shard.ps}
+        server = Server(gateway_url, key, processes)
+        return asyncio.run(measure_server(server, baseline_tps, args))
 
 
 # -- the report -------------------------------------------------------------------------
@@ -301,24 +323,51 @@ def print_report(
     sampling = f"temperature {args.temperature:g}" if args.temperature > 0 else "greedy"
     print(
         f"\nshardgate engine benchmark: {MODEL}, float32, {args.threads} torch threads, "
-        f"{cores} CPU cores (load average now {load1:.2f}), {sampling}"
+        f"{sampling}; {cores} CPU cores (load average now {load1:.2f})"
     )
+    print_baseline(baseline, args)
+    print_levels(levels, args)
+    targets = check_targets(levels)
+    print_targets(targets)
+    warnings = disturbance_warnings(baseline, levels)
+    for line in warnings:
+        print(f"WARNING: {line}")
+    return {
+        "machine": {"cpu_cores": cores, "load_average_1m": load1},
+        "settings": {
+            **vars(args),
+            "data_dir": str(args.data_dir),
+            "json": str(args.json) if args.json else None,
+        },
+        "baseline": asdict(baseline),
+        "levels": [asdict(v) for v in levels],
+        "targets": targets,
+        "warnings": warnings,
+    }
+
+
+def print_baseline(baseline: BaselineResult, args: argparse.Namespace) -> None:
     print(
-        f"\nBaseline: transformers model.generate in-process, one request at a time, "
+        f"\nBaseline: transformers model.generate in this process, one request at a time, "
         f"exactly {args.max_tokens} new tokens each"
     )
-    print_table(
-        ["prompt", "new tokens", "seconds", "tokens/s"],
-        [
-            [str(i + 1), int(r["tokens"]), r["seconds"], r["tokens"] / r["seconds"]]
-            for i, r in enumerate(baseline.per_request)
-        ]
-        + [["total", baseline.tokens, baseline.seconds, baseline.tokens_per_s]],
+    rows: list[list[Any]] = [
+        [str(i + 1), int(r["tokens"]), r["seconds"], r["tokens"] / r["seconds"]]
+        for i, r in enumerate(baseline.per_request)
+    ]
+    rows.append(["total", baseline.tokens, baseline.seconds, baseline.tokens_per_s])
+    print_table(["prompt", "new tokens", "seconds", "tokens/s"], rows)
+    print(
+        f"(CPU meanwhile: this process {baseline.cpu_percent['benchmark']:.0f}%, other "
+        f"processes {baseline.cpu_percent['other']:.0f}% of one core)"
     )
+
+
+def print_levels(levels: list[LevelResult], args: argparse.Namespace) -> None:
     print(
         f"\nShard through the gateway: streaming chat completions (openai AsyncOpenAI), "
-        f"max_tokens {args.max_tokens}, {args.rounds} x concurrency requests per level, "
-        f"that many in flight"
+        f"max_tokens {args.max_tokens}; per level {args.rounds} x concurrency requests, "
+        f"concurrency of them in flight"
     )
     print_table(
         [
@@ -333,6 +382,8 @@ def print_report(
             "TTFT p50 s",
             "TTFT p99 s",
             "latency p50 s",
+            "shard cpu%",
+            "other cpu%",
         ],
         [
             [
@@ -347,44 +398,33 @@ def print_report(
                 v.ttft_p50_s,
                 v.ttft_p99_s,
                 v.latency_p50_s,
+                f"{v.cpu_percent['shard']:.0f}",
+                f"{v.cpu_percent['other']:.0f}",
             ]
             for v in levels
         ],
     )
     print(
         "(a request may stop before max_tokens at an end-of-text token; tokens/s counts the "
-        "tokens actually generated, from the stream's usage)"
+        "tokens generated, from the stream's usage; TTFT is to the first chunk with content)"
     )
-    targets = check_targets(levels)
-    print_targets(targets)
-    return {
-        "machine": {"cpu_cores": cores, "load_average_1m": load1},
-        "settings": {
-            **vars(args),
-            "data_dir": str(args.data_dir),
-            "json": str(args.json) if args.json else None,
-        },
-        "baseline": asdict(baseline),
-        "levels": [asdict(v) for v in levels],
-        "targets": targets,
-    }
 
 
 def check_targets(levels: list[LevelResult]) -> list[dict[str, Any]]:
     level = next((v for v in levels if v.concurrency == TARGET_CONCURRENCY), None)
-    speedup = level.speedup if level else float("nan")
-    ttft = level.ttft_p99_s if level else float("nan")
+    speedup = f"{level.speedup:.2f}x" if level else "-"
+    ttft = f"{level.ttft_p99_s:.2f} s" if level else "-"
     return [
         {
             "target": f"at {TARGET_CONCURRENCY} concurrent: total throughput >= "
             f"{TARGET_SPEEDUP:g}x the sequential baseline",
-            "value": f"{speedup:.2f}x",
-            "pass": level is not None and speedup >= TARGET_SPEEDUP,
+            "value": speedup,
+            "pass": None if level is None else level.speedup >= TARGET_SPEEDUP,
         },
         {
             "target": f"at {TARGET_CONCURRENCY} concurrent: TTFT p99 < {TARGET_TTFT_P99_S:g} s",
-            "value": f"{ttft:.2f} s",
-            "pass": level is not None and ttft < TARGET_TTFT_P99_S,
+            "value": ttft,
+            "pass": None if level is None else level.ttft_p99_s < TARGET_TTFT_P99_S,
         },
     ]
 
@@ -393,8 +433,22 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
     print("\nTargets")
     print_table(
         ["target", "measured", "result"],
-        [[t["target"], t["value"], verdict(t["pass"])] for t in targets],
+        [
+            [t["target"], t["value"], "not measured" if t["pass"] is None else verdict(t["pass"])]
+            for t in targets
+        ],
     )
+
+
+def disturbance_warnings(baseline: BaselineResult, levels: list[LevelResult]) -> list[str]:
+    phases = [("the baseline", baseline.cpu_percent["other"])]
+    phases += [(f"concurrency {v.concurrency}", v.cpu_percent["other"]) for v in levels]
+    return [
+        f"other processes used {other:.0f}% of a core during {name}; the figures (and so the "
+        f"ratios to the baseline) are disturbed"
+        for name, other in phases
+        if other > OTHER_CPU_WARNING
+    ]
 
 
 # -- the command line -------------------------------------------------------------------

@@ -31,10 +31,11 @@ from _common import (
     MODEL,
     BenchError,
     Child,
+    CpuMeter,
     Processes,
     bench_key,
-    cpu_seconds,
-    free_port,
+    free_ports,
+    listen_args,
     percentile,
     print_table,
     stop_on_sigterm,
@@ -45,6 +46,9 @@ from _common import (
 
 ADDED_P50_TARGET_MS = 1.0
 ADDED_P99_TARGET_MS = 5.0
+DEFAULT_RATE = 500.0
+LATE_WARNING_MS = 10.0
+OTHER_CPU_WARNING = 15.0
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -144,13 +148,14 @@ async def open_loop(send: Send, rate: float, duration_s: float) -> list[Sample]:
     count = max(1, round(rate * duration_s))
     start = time.perf_counter()
     tasks = []
-    for i in range(count):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(send, due)))
-    return list(await asyncio.gather(*tasks))
+    async with asyncio.TaskGroup() as group:  # on Ctrl-C, cancels what is in flight
+        for i in range(count):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(group.create_task(timed(send, due)))
+    return [task.result() for task in tasks]
 
 
 async def closed_loop(send: Send, concurrency: int, duration_s: float) -> list[Sample]:
@@ -163,34 +168,12 @@ async def closed_loop(send: Send, concurrency: int, duration_s: float) -> list[S
             samples.append(await timed(send, time.perf_counter()))
         return samples
 
-    per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return [s for samples in per_worker for s in samples]
+    async with asyncio.TaskGroup() as group:
+        workers = [group.create_task(worker()) for _ in range(concurrency)]
+    return [s for w in workers for s in w.result()]
 
 
 # -- phases -----------------------------------------------------------------------------
-
-
-class CpuMeter:
-    """CPU used by the generator, the gateway and the shard over one phase."""
-
-    def __init__(self, stack: Stack) -> None:
-        self._procs = {
-            "generator": psutil.Process(os.getpid()),
-            "gateway": stack.gateway.ps,
-            "shard": stack.shard.ps,
-        }
-        self._start = self._read()
-        self._started = time.perf_counter()
-
-    def _read(self) -> dict[str, float]:
-        return {name: cpu_seconds(p) for name, p in self._procs.items()}
-
-    def stop(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(CPU seconds used, CPU percent of one core) per process."""
-        wall = time.perf_counter() - self._started
-        end = self._read()
-        used = {name: end[name] - self._start[name] for name in end}
-        return used, {name: 100 * s / wall for name, s in used.items()}
 
 
 @dataclass(frozen=True)
@@ -211,7 +194,9 @@ async def run_phase(
     def send() -> Awaitable[str | None]:
         return call(session, endpoint, body, load.stream)
 
-    meter = CpuMeter(stack)
+    meter = CpuMeter(
+        {"generator": psutil.Process(), "gateway": stack.gateway.ps, "shard": stack.shard.ps}
+    )
     if load.rate is not None:
         samples = await open_loop(send, load.rate, load.duration_s)
     else:
@@ -249,7 +234,7 @@ def summarize(
         p95_ms=percentile(latencies, 95),
         p99_ms=percentile(latencies, 99),
         late_p99_ms=percentile([1000 * (s.sent - s.due) for s in samples], 99),
-        cpu_percent={k: round(v, 1) for k, v in cpu_percent.items()},
+        cpu_percent=cpu_percent,
         gateway_cpu_us_per_request=per_request,
         error_kinds=dict(Counter(s.error for s in samples if s.error is not None)),
     )
@@ -307,38 +292,14 @@ def progress(message: str) -> None:
 
 def start_stack(procs: Processes, workdir: Path, timeout_s: float) -> Stack:
     key = bench_key()
-    shard_port, gateway_port = free_port(), free_port()
+    shard_port, gateway_port = free_ports(2)
     shard_url = f"http://{LOOPBACK}:{shard_port}"
     gateway_url = f"http://{LOOPBACK}:{gateway_port}"
-    shard = procs.start(
-        "shard",
-        [
-            "shard",
-            "--engine",
-            "fake",
-            "--models",
-            MODEL,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(shard_port),
-            "--data-dir",
-            str(workdir / "shard"),
-        ],
-    )
+    shard_args = ["shard", "--engine", "fake", "--models", MODEL]
+    shard = procs.start("shard", [*shard_args, *listen_args(shard_port, workdir / "shard")])
     gateway = procs.start(
         "gateway",
-        [
-            "gateway",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(gateway_port),
-            "--data-dir",
-            str(workdir / "gateway"),
-            "--shard",
-            shard_url,
-        ],
+        ["gateway", "--shard", shard_url, *listen_args(gateway_port, workdir / "gateway")],
         env={"SHARDGATE_BOOTSTRAP_KEY": key},
     )
     wait_ready(shard, shard_url, timeout_s)
@@ -369,39 +330,45 @@ def run(args: argparse.Namespace) -> list[PhaseResult]:
 
 
 def added_latency(results: list[PhaseResult]) -> list[dict[str, Any]]:
-    """Gateway minus direct, per open-loop phase."""
-    rows = []
+    """Gateway minus direct, per open-loop phase; the targets apply to non-streaming."""
+    rows: list[dict[str, Any]] = []
     for phase in dict.fromkeys(r.phase for r in results if r.mode == "open"):
         pair = {r.path: r for r in results if r.phase == phase}
-        if "direct" in pair and "gateway" in pair:
-            d, g = pair["direct"], pair["gateway"]
-            rows.append(
-                {
-                    "phase": phase,
-                    "rate": g.target_rate,
-                    "added_p50_ms": g.p50_ms - d.p50_ms,
-                    "added_p99_ms": g.p99_ms - d.p99_ms,
-                }
-            )
+        if "direct" not in pair or "gateway" not in pair:
+            continue
+        d, g = pair["direct"], pair["gateway"]
+        p50, p99 = g.p50_ms - d.p50_ms, g.p99_ms - d.p99_ms
+        row: dict[str, Any] = {
+            "phase": phase,
+            "rate": g.target_rate,
+            "added_p50_ms": p50,
+            "added_p99_ms": p99,
+        }
+        if phase == "non-streaming":
+            row["p50_pass"] = p50 <= ADDED_P50_TARGET_MS
+            row["p99_pass"] = p99 <= ADDED_P99_TARGET_MS
+        rows.append(row)
     return rows
 
 
 def print_report(results: list[PhaseResult], args: argparse.Namespace) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     load1, _, _ = os.getloadavg()
-    print(f"\nshardgate gateway benchmark: fake shard (model {MODEL}), one gateway, loopback")
+    print(f"\nshardgate gateway benchmark: a fake shard ({MODEL}) and one gateway, on loopback")
     print(
-        f"load generator: aiohttp + uvloop in one process, {args.max_connections} pooled "
-        f"connections at most"
+        f"load generator: aiohttp + uvloop, one process, at most {args.max_connections} "
+        f"pooled connections"
     )
     print(
-        f"note: the generator, the gateway and the shard share {cores} CPU cores (nothing is "
-        f"pinned; load average now {load1:.2f}), so every figure includes contention"
+        f"note: the generator, the gateway and the shard share {cores} CPU cores and nothing "
+        f"is pinned, so every figure includes their contention (load average now {load1:.2f})"
     )
     print_open_loop(results)
-    added = print_added(results)
+    added = added_latency(results)
+    print_added(added)
     print_closed_loop(results)
-    warnings = rate_warnings(results)
+    print_cpu(results)
+    warnings = load_warnings(results)
     for line in warnings:
         print(f"WARNING: {line}")
     return {
@@ -417,7 +384,7 @@ def print_open_loop(results: list[PhaseResult]) -> None:
     rows = [r for r in results if r.mode == "open"]
     if not rows:
         return
-    print("\nOpen loop (fixed rate; latency from the scheduled send time to the full response)")
+    print("\nOpen loop: a fixed request rate; latency from the scheduled send to the full response")
     print_table(
         [
             "phase",
@@ -430,10 +397,6 @@ def print_open_loop(results: list[PhaseResult]) -> None:
             "p95 ms",
             "p99 ms",
             "late p99 ms",
-            "gen cpu%",
-            "gw cpu%",
-            "shard cpu%",
-            "gw cpu us/req",
         ],
         [
             [
@@ -447,89 +410,75 @@ def print_open_loop(results: list[PhaseResult]) -> None:
                 r.p95_ms,
                 r.p99_ms,
                 r.late_p99_ms,
-                *cpu_cells(r),
             ]
             for r in rows
         ],
     )
-    print("('late' is how far behind schedule the generator sent; it is part of the latency)")
+    print("('late': how far behind its schedule the generator sent; it is part of the latency)")
     print_errors(rows)
 
 
-def cpu_cells(r: PhaseResult) -> list[str]:
-    per_request = r.gateway_cpu_us_per_request
-    return [
-        f"{r.cpu_percent['generator']:.0f}",
-        f"{r.cpu_percent['gateway']:.0f}" if r.path == "gateway" else "-",
-        f"{r.cpu_percent['shard']:.0f}",
-        f"{per_request:.0f}" if per_request is not None else "-",
-    ]
-
-
-def print_added(results: list[PhaseResult]) -> list[dict[str, Any]]:
-    added = added_latency(results)
+def print_added(added: list[dict[str, Any]]) -> None:
     if not added:
-        return added
+        return
     print("\nLatency added by the gateway (gateway minus direct)")
     rows = []
     for row in added:
-        p50, p99 = row["added_p50_ms"], row["added_p99_ms"]
-        if row["phase"] == "non-streaming":
-            row["p50_pass"] = p50 <= ADDED_P50_TARGET_MS
-            row["p99_pass"] = p99 <= ADDED_P99_TARGET_MS
+        p50_result = p99_result = "(no target)"
+        if "p50_pass" in row:
             p50_result = f"{verdict(row['p50_pass'])} (target <= {ADDED_P50_TARGET_MS:g} ms)"
             p99_result = f"{verdict(row['p99_pass'])} (target <= {ADDED_P99_TARGET_MS:g} ms)"
-        else:
-            p50_result = p99_result = "(no target)"
-        rows.append([row["phase"], f"{row['rate']:.0f}", p50, p50_result, p99, p99_result])
+        rows.append(
+            [
+                row["phase"],
+                f"{row['rate']:.0f}",
+                row["added_p50_ms"],
+                p50_result,
+                row["added_p99_ms"],
+                p99_result,
+            ]
+        )
     print_table(
         ["phase", "rate/s", "added p50 ms", "p50 result", "added p99 ms", "p99 result"], rows
     )
-    return added
+    print(f"(the targets are set for {DEFAULT_RATE:g} req/s of non-streaming requests)")
 
 
 def print_closed_loop(results: list[PhaseResult]) -> None:
     rows = [r for r in results if r.mode == "closed"]
     if not rows:
         return
-    print(
-        f"\nMax throughput (closed loop, {rows[0].concurrency} concurrent connections, "
-        f"non-streaming)"
-    )
+    print(f"\nMax throughput: closed loop, {rows[0].concurrency} connections, non-streaming")
     print_table(
+        ["path", "req/s", "requests", "errors", "p50 ms", "p99 ms"],
         [
-            "path",
-            "req/s",
-            "requests",
-            "errors",
-            "p50 ms",
-            "p99 ms",
-            "gen cpu%",
-            "gw cpu%",
-            "shard cpu%",
-            "gw cpu us/req",
-        ],
-        [
-            [
-                r.path,
-                f"{r.achieved_rate:.0f}",
-                r.requests,
-                r.errors,
-                r.p50_ms,
-                r.p99_ms,
-                *cpu_cells(r),
-            ]
+            [r.path, f"{r.achieved_rate:.0f}", r.requests, r.errors, r.p50_ms, r.p99_ms]
             for r in rows
         ],
     )
     pair = {r.path: r for r in rows}
     if "direct" in pair and "gateway" in pair and pair["direct"].achieved_rate > 0:
         share = pair["gateway"].achieved_rate / pair["direct"].achieved_rate
-        print(
-            f"through the gateway: {100 * share:.0f}% of the direct rate "
-            f"(the gateway competes with the shard and the generator for the same cores)"
-        )
+        print(f"through the gateway: {100 * share:.0f}% of the direct rate")
     print_errors(rows)
+
+
+def print_cpu(results: list[PhaseResult]) -> None:
+    print("\nCPU per phase, in % of one core ('other': processes outside the benchmark)")
+    print_table(
+        ["phase", "path", "generator", "gateway", "shard", "other", "gateway us/request"],
+        [
+            [
+                r.phase,
+                r.path,
+                *(f"{r.cpu_percent[k]:.0f}" for k in ("generator", "gateway", "shard", "other")),
+                "-"
+                if r.gateway_cpu_us_per_request is None
+                else f"{r.gateway_cpu_us_per_request:.0f}",
+            ]
+            for r in results
+        ],
+    )
 
 
 def print_errors(rows: list[PhaseResult]) -> None:
@@ -539,20 +488,36 @@ def print_errors(rows: list[PhaseResult]) -> None:
             print(f"errors in {r.phase} / {r.path}: {kinds}")
 
 
-def rate_warnings(results: list[PhaseResult]) -> list[str]:
+def load_warnings(results: list[PhaseResult]) -> list[str]:
+    """Where the generator or the machine, not the gateway, may have shaped the figures."""
     lines = []
     for r in results:
-        if r.mode != "open" or r.target_rate is None or r.achieved_rate >= 0.95 * r.target_rate:
-            continue
-        who = (
-            "the load generator (sharing the cores with the shard) cannot sustain it"
-            if r.path == "direct"
-            else "the gateway path cannot sustain it on this machine"
-        )
-        lines.append(
-            f"{r.phase} / {r.path} reached {r.achieved_rate:.0f} of the target "
-            f"{r.target_rate:.0f} req/s: {who}; its figures are for the rate reached"
-        )
+        where = f"{r.phase} / {r.path}"
+        if r.mode == "open" and r.target_rate and r.achieved_rate < 0.95 * r.target_rate:
+            who = (
+                "the load generator (sharing the cores with the shard) cannot sustain it"
+                if r.path == "direct"
+                else "the gateway path cannot sustain it here"
+            )
+            lines.append(
+                f"{where} reached {r.achieved_rate:.0f} of the target "
+                f"{r.target_rate:.0f} req/s: {who}; its figures are for the rate reached"
+            )
+        if r.mode == "open" and r.late_p99_ms > LATE_WARNING_MS:
+            lines.append(
+                f"{where}: the generator fell up to {r.late_p99_ms:.0f} ms (p99) behind "
+                f"its schedule; that lateness is counted in the latency"
+            )
+        if r.cpu_percent["generator"] > 90:
+            lines.append(
+                f"{where}: the generator used {r.cpu_percent['generator']:.0f}% of a "
+                f"core and may itself be the limit"
+            )
+        if r.cpu_percent["other"] > OTHER_CPU_WARNING:
+            lines.append(
+                f"{where}: other processes used {r.cpu_percent['other']:.0f}% of a "
+                f"core, which disturbs the figures"
+            )
     return lines
 
 

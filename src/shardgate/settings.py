@@ -41,11 +41,9 @@ class EngineSettings(_Frozen):
 
     max_batch_size: int = Field(16, ge=1, le=256)
     max_model_len: int = Field(2048, ge=16)
-    # Upper bound on prompt + generated tokens held in the KV cache by one shard at once;
-    # requests wait in the queue rather than grow memory past it.
-    max_batch_tokens: int = Field(16 * 2048, ge=16)
     threads: int = Field(0, ge=0, description="torch threads; 0 = number of CPU cores")
     dtype: Literal["float32", "bfloat16"] = "float32"
+    prefix_cache: bool = Field(True, description="reuse the KV of shared prompt prefixes")
     warmup: bool = True
 
 

@@ -31,8 +31,7 @@ def loaded(chat_model_dir: Path) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(chat_model_dir)
 
 
-@pytest.fixture
-def scheduler(loaded: tuple[Any, Any]) -> BatchScheduler:
+def make_scheduler(loaded: tuple[Any, Any], prefix_cache: bool = False) -> BatchScheduler:
     model, tokenizer = loaded
     return BatchScheduler(
         model,
@@ -40,7 +39,13 @@ def scheduler(loaded: tuple[Any, Any]) -> BatchScheduler:
         eos_ids=frozenset({tokenizer.eos_token_id}),
         max_batch_size=4,
         max_model_len=512,
+        prefix_cache=prefix_cache,
     )
+
+
+@pytest.fixture
+def scheduler(loaded: tuple[Any, Any]) -> BatchScheduler:
+    return make_scheduler(loaded)
 
 
 @pytest.fixture
@@ -202,3 +207,19 @@ def test_seeded_sampling_repeats_and_differs_by_seed(
 def test_prompt_longer_than_the_window_is_refused(scheduler: BatchScheduler) -> None:
     with pytest.raises(PromptTooLong):
         scheduler.submit("huge", [1] * 600, GREEDY, lambda e: None)
+
+
+def test_prefix_cache_skips_shared_tokens_and_keeps_the_output(
+    loaded: tuple[Any, Any], prompt: Callable[[str], list[int]]
+) -> None:
+    plain, cached = make_scheduler(loaded), make_scheduler(loaded, prefix_cache=True)
+    out = Collector()
+    for name, sched in (("plain", plain), ("cached", cached)):
+        for i, question in enumerate(QUESTIONS):
+            sched.submit(f"{name}-{i}", prompt(question), GREEDY, out.sink(f"{name}-{i}"))
+            drain(sched)
+    assert cached._prefixes is not None and len(cached._prefixes) >= 1
+    hit = cached._prefixes.lookup(prompt("Something new entirely."))
+    assert hit is not None and hit[0] >= 10  # the chat template's shared opening
+    for i in range(len(QUESTIONS)):
+        assert out.text(f"cached-{i}") == out.text(f"plain-{i}")

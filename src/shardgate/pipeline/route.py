@@ -93,7 +93,7 @@ class RouteToShard:
             async for event in _events(upstream):
                 if event == SSE_DONE:
                     done = True
-                elif ctx.first_token_at is None:
+                elif ctx.first_token_at is None and _has_text(event):
                     ctx.first_token_at = time.perf_counter()
                 if b'"usage":{' in event:
                     _count_tokens(ctx, event[6:])
@@ -118,6 +118,15 @@ async def _events(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         if line in (b"\n", b"\r\n"):
             yield b"".join(pending)
             pending = []
+
+
+def _has_text(event: bytes) -> bool:
+    """Whether an SSE chunk carries generated text (the role-only opening chunk does not)."""
+    try:
+        choices = orjson.loads(event[6:]).get("choices") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return any((c.get("delta") or {}).get("content") or c.get("text") for c in choices)
 
 
 def _wants_usage(ctx: RequestContext) -> bool:

@@ -20,7 +20,8 @@ from transformers import DynamicCache
 
 from shardgate.shard.engine import GenerationEvent, PromptTooLong, SamplingParams
 from shardgate.shard.kvcache import SlotCache
-from shardgate.shard.sampling import sample_token
+from shardgate.shard.prefix_cache import PrefixCache
+from shardgate.shard.sampling import sample_rows
 from shardgate.shard.sequence import Detokenizer, Sequence
 
 __all__ = ["BatchScheduler"]
@@ -38,6 +39,7 @@ class BatchScheduler:
         max_batch_size: int,
         max_model_len: int,
         prefill_token_budget: int = 2048,
+        prefix_cache: bool = True,
     ) -> None:
         config = model.config
         self._model = model
@@ -57,6 +59,7 @@ class BatchScheduler:
             max_len=max_model_len,
             dtype=model.dtype,
         )
+        self._prefixes = PrefixCache() if prefix_cache else None
         self._running: list[Sequence] = []
         self._waiting: deque[Sequence] = deque()
         self._aborts: set[str] = set()
@@ -160,17 +163,22 @@ class BatchScheduler:
             self._prefill(seq)
 
     def _prefill(self, seq: Sequence) -> None:
-        scratch = DynamicCache(config=self._model.config)
+        hit = self._prefixes.lookup(seq.prompt_ids) if self._prefixes is not None else None
+        start, cached = hit if hit else (0, None)
+        scratch = DynamicCache(ddp_cache_data=cached, config=self._model.config)
         out = self._model(
-            input_ids=torch.tensor([seq.prompt_ids]),
+            input_ids=torch.tensor([seq.prompt_ids[start:]]),
             past_key_values=scratch,
             use_cache=True,
             logits_to_keep=1,
         )
-        seq.push(self._sample(seq, out.logits[0, -1]), self._tokenizer)
+        kv = [(layer.keys, layer.values) for layer in scratch.layers]
+        if self._prefixes is not None:
+            self._prefixes.remember(seq.prompt_ids, kv)
+        seq.push(sample_rows(out.logits[:, -1], [seq.sampling])[0], self._tokenizer)
         if seq.finish_reason is not None:
             return
-        self._cache.add_row([(layer.keys, layer.values) for layer in scratch.layers])
+        self._cache.add_row(kv)
         self._running.append(seq)
 
     def _decode(self) -> None:
@@ -184,15 +192,12 @@ class BatchScheduler:
             use_cache=True,
         )
         cache.advance(1)
-        logits = out.logits[:, -1]
-        for row, seq in enumerate(self._running):
-            seq.push(self._sample(seq, logits[row]), self._tokenizer)
+        tokens = sample_rows(out.logits[:, -1], [s.sampling for s in self._running])
+        for row, (seq, token) in enumerate(zip(self._running, tokens, strict=True)):
+            seq.push(token, self._tokenizer)
             if seq.finish_reason is None and cache.length - cache.pads[row] >= self.max_model_len:
                 seq.finish("length")
         self._retire([s.finish_reason is not None for s in self._running])
-
-    def _sample(self, seq: Sequence, logits: torch.Tensor) -> int:
-        return sample_token(logits, seq.params.temperature, seq.params.top_p, seq.generator)
 
     def _retire(self, done: list[bool]) -> None:
         if not any(done):

@@ -9,6 +9,7 @@ from typing import Protocol
 import torch
 
 from shardgate.shard.engine import FinishReason, GenerationEvent, SamplingParams
+from shardgate.shard.sampling import RowSampling
 
 __all__ = ["Detokenizer", "Sequence"]
 
@@ -30,10 +31,18 @@ class Sequence:
     text: str = ""
     emitted: int = 0
     finish_reason: FinishReason | None = None
+    # Incremental detokenisation: text is decoded from ``_prefix`` on, and what lies
+    # before ``_read`` has already been appended to ``text``.
+    _prefix: int = 0
+    _read: int = 0
 
     @property
     def next_token(self) -> int:
         return self.output_ids[-1]
+
+    @property
+    def sampling(self) -> RowSampling:
+        return RowSampling(self.params.temperature, self.params.top_p, self.generator)
 
     def push(self, token: int, tokenizer: Detokenizer) -> None:
         """Add a generated token, decide whether the sequence is done, emit new text."""
@@ -42,15 +51,11 @@ class Sequence:
             self._emit(len(self.text))
             return
         self.output_ids.append(token)
-        text = tokenizer.decode(self.output_ids, skip_special_tokens=True)
-        # A trailing replacement character is half of a multi-byte character: wait for more.
-        if text.endswith("\ufffd"):
-            self.text = text
+        if not self._detokenize(tokenizer):
             if len(self.output_ids) >= self.max_tokens:
                 self.finish_reason = "length"
                 self._emit(len(self.text))
             return
-        self.text = text
         cut = self._stop_at()
         if cut is not None:
             self.text = self.text[:cut]
@@ -58,6 +63,17 @@ class Sequence:
         elif len(self.output_ids) >= self.max_tokens:
             self.finish_reason = "length"
         self._emit(len(self.text) if self.finish_reason else self._safe_end())
+
+    def _detokenize(self, tokenizer: Detokenizer) -> bool:
+        """Append the new token's text; False while it ends in half a character."""
+        ids = self.output_ids
+        before = tokenizer.decode(ids[self._prefix : self._read], skip_special_tokens=True)
+        after = tokenizer.decode(ids[self._prefix :], skip_special_tokens=True)
+        if after.endswith("\ufffd"):
+            return False
+        self.text += after[len(before) :]
+        self._prefix, self._read = max(0, self._read - 4), len(ids)
+        return True
 
     def finish(self, reason: FinishReason, error: str | None = None) -> None:
         self.finish_reason = reason

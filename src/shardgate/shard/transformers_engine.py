@@ -35,6 +35,7 @@ class TransformersChatEngine:
             eos_ids=self._eos_ids(),
             max_batch_size=settings.max_batch_size,
             max_model_len=self.context_length,
+            prefix_cache=settings.prefix_cache,
         )
         self._scheduler.start()
         if settings.warmup:
