@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 
@@ -23,6 +24,12 @@ def configure_logging(level: str, name: str) -> None:
 
 
 def serve(app: Starlette, host: str, port: int, log_level: str) -> None:
+    # Objects alive at start-up (modules, settings, the app) never become garbage: keep
+    # them out of the collector's scans and collect young objects less often, which trims
+    # the latency tail of a busy server.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     config = uvicorn.Config(
         app,
         host=host,
@@ -34,6 +41,8 @@ def serve(app: Starlette, host: str, port: int, log_level: str) -> None:
         lifespan="on",
         timeout_graceful_shutdown=5,
         log_config=None,
+        # X-Forwarded-* headers are not trusted: whoever sends them could set them.
+        proxy_headers=False,
     )
     uvicorn.Server(config).run()
 

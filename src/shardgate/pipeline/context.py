@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ class RequestContext:
     request: Request
     route: str  # a stable name such as "chat.completions", used in metrics and logs
     wire_model: type[BaseModel] | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: os.urandom(12).hex())
     started: float = field(default_factory=time.perf_counter)
 
     body: bytes = b""

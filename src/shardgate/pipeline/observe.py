@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.responses import Response
 
@@ -17,6 +18,9 @@ __all__ = ["Observe"]
 class Observe:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
+        # prometheus_client's labels() lookup is a measurable share of a request's cost;
+        # the label sets are few (routes x known models x statuses), so keep the children.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
         gauge = self._m.in_flight.labels(ctx.route)
@@ -44,8 +48,12 @@ class Observe:
         now = time.perf_counter()
         model = ctx.model or ""
         labels = (ctx.route, model, str(status))
-        self._m.requests.labels(*labels).inc()
-        self._m.latency.labels(*labels).observe(now - ctx.started)
+        children = self._children.get(labels)
+        if children is None:
+            children = (self._m.requests.labels(*labels), self._m.latency.labels(*labels))
+            self._children[labels] = children
+        children[0].inc()
+        children[1].observe(now - ctx.started)
         if not ctx.model:
             return
         if ctx.prompt_tokens:

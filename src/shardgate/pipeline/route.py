@@ -40,7 +40,7 @@ class RouteToShard:
 
     async def __call__(self, ctx: RequestContext) -> Response:
         model = str(ctx.payload.get("model"))
-        if model not in self._registry.known_models():
+        if model not in self._registry.known_models():  # a short list
             raise ModelNotFound(f"the model '{model}' does not exist", param="model")
         ctx.model = model
         wants_usage = _wants_usage(ctx)

@@ -43,9 +43,14 @@ class ShardRegistry:
         self._metrics = metrics
         self._interval = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._known: list[str] = []
+        self._update_known()
 
     def known_models(self) -> list[str]:
-        return sorted({m for s in self.shards for m in s.models})
+        return self._known
+
+    def _update_known(self) -> None:
+        self._known = sorted({m for s in self.shards for m in s.models})
 
     def candidates(self, model: str) -> list[Shard]:
         """Ready shards serving ``model``, least busy first."""
@@ -70,8 +75,9 @@ class ShardRegistry:
             shard.ready = False
         else:
             shard.ready, models = info
-            if models:
+            if models and set(models) != shard.models:
                 shard.models = set(models)
+                self._update_known()
         if shard.ready != was:
             log.info("shard %s is %s", shard.url, "ready" if shard.ready else "not ready")
         self._metrics.shard_up.labels(shard.url).set(1 if shard.ready else 0)
