@@ -101,8 +101,15 @@ def test_greedy_output_is_the_same_batched_as_alone(
         scheduler.step()
         scheduler.step()
     drain(scheduler)
+    # Simultaneous arrivals: prefilled together in one padded pass, then decoded together.
+    for i, question in enumerate(QUESTIONS[:4]):
+        scheduler.submit(f"together-{i}", prompt(question), GREEDY, out.sink(f"together-{i}"))
+    scheduler.step()
+    assert len(scheduler.running_ids()) == 4
+    drain(scheduler)
     for i in range(4):
         assert out.text(f"alone-{i}"), "the model produced no text"
+        assert out.text(f"together-{i}") == out.text(f"alone-{i}")
         assert out.text(f"batched-{i}") == out.text(f"alone-{i}")
         assert (
             out.final(f"batched-{i}").completion_tokens == out.final(f"alone-{i}").completion_tokens

@@ -26,6 +26,8 @@ from shardgate.shard.sequence import Detokenizer, Sequence
 
 __all__ = ["BatchScheduler"]
 
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
 log = logging.getLogger(__name__)
 
 
@@ -153,33 +155,62 @@ class BatchScheduler:
             self._retire([s.request_id in aborts for s in self._running])
 
     def _admit(self) -> None:
+        """Prefill newcomers while slots and the step's token budget last."""
         budget = self._prefill_budget
-        while len(self._running) < self.max_batch_size and budget > 0:
-            with self._cond:
-                if not self._waiting:
-                    return
+        admitted: list[Sequence] = []
+        with self._cond:
+            while (
+                self._waiting
+                and len(self._running) + len(admitted) < self.max_batch_size
+                and (not admitted or len(self._waiting[0].prompt_ids) <= budget)
+            ):
                 seq = self._waiting.popleft()
-            budget -= len(seq.prompt_ids)
-            self._prefill(seq)
+                budget -= len(seq.prompt_ids)
+                admitted.append(seq)
+        groups: dict[int, tuple[int, KV | None, list[Sequence]]] = {}
+        for seq in admitted:
+            start, cached = self._cached_prefix(seq)
+            groups.setdefault(start, (start, cached, []))[2].append(seq)
+        for start, cached, members in groups.values():
+            self._prefill(members, start, cached)
 
-    def _prefill(self, seq: Sequence) -> None:
+    def _cached_prefix(self, seq: Sequence) -> tuple[int, KV | None]:
         hit = self._prefixes.lookup(seq.prompt_ids) if self._prefixes is not None else None
-        start, cached = hit if hit else (0, None)
+        return hit if hit is not None else (0, None)
+
+    def _prefill(self, group: list[Sequence], start: int, cached: KV | None) -> None:
+        """One forward pass over the prompts of ``group``, which share ``start`` cached
+        tokens. Prompts are right-padded: a causal mask already keeps real tokens from
+        attending to the padding after them, and the padding's outputs are dropped."""
+        rows = len(group)
+        lengths = [len(s.prompt_ids) - start for s in group]
+        width = max(lengths)
+        input_ids = torch.zeros((rows, width), dtype=torch.long)
+        for row, seq in enumerate(group):
+            input_ids[row, : lengths[row]] = torch.tensor(seq.prompt_ids[start:])
+        if cached is not None:
+            cached = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in cached]
         scratch = DynamicCache(ddp_cache_data=cached, config=self._model.config)
-        out = self._model(
-            input_ids=torch.tensor([seq.prompt_ids[start:]]),
-            past_key_values=scratch,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        kv = [(layer.keys, layer.values) for layer in scratch.layers]
-        if self._prefixes is not None:
-            self._prefixes.remember(seq.prompt_ids, kv)
-        seq.push(sample_rows(out.logits[:, -1], [seq.sampling])[0], self._tokenizer)
-        if seq.finish_reason is not None:
-            return
-        self._cache.add_row(kv)
-        self._running.append(seq)
+        # The decoder alone, then the output head on each row's last real position only:
+        # full logits for every prompt position would cost more than the prefill itself.
+        hidden = self._model.get_decoder()(
+            input_ids=input_ids, past_key_values=scratch, use_cache=True
+        ).last_hidden_state
+        last = hidden[torch.arange(rows), torch.tensor(lengths) - 1]
+        logits = self._model.get_output_embeddings()(last)
+        tokens = sample_rows(logits, [s.sampling for s in group])
+        for row, (seq, token) in enumerate(zip(group, tokens, strict=True)):
+            end = start + lengths[row]
+            kv = [
+                (la.keys[row : row + 1, :, :end], la.values[row : row + 1, :, :end])
+                for la in scratch.layers
+            ]
+            if self._prefixes is not None:
+                self._prefixes.remember(seq.prompt_ids, kv)
+            seq.push(token, self._tokenizer)
+            if seq.finish_reason is None:
+                self._cache.add_row(kv)
+                self._running.append(seq)
 
     def _decode(self) -> None:
         cache = self._cache
