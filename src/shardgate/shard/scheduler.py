@@ -155,22 +155,21 @@ class BatchScheduler:
             self._retire([s.request_id in aborts for s in self._running])
 
     def _admit(self) -> None:
-        """Prefill newcomers while slots and the step's token budget last."""
-        budget = self._prefill_budget
+        """Prefill newcomers while slots last and their padded prompts fit the budget."""
         admitted: list[Sequence] = []
+        width = 0
         with self._cond:
-            while (
-                self._waiting
-                and len(self._running) + len(admitted) < self.max_batch_size
-                and (not admitted or len(self._waiting[0].prompt_ids) <= budget)
-            ):
-                seq = self._waiting.popleft()
-                budget -= len(seq.prompt_ids)
-                admitted.append(seq)
-        groups: dict[int, tuple[int, KV | None, list[Sequence]]] = {}
+            while self._waiting and len(self._running) + len(admitted) < self.max_batch_size:
+                wider = max(width, len(self._waiting[0].prompt_ids))
+                if admitted and (len(admitted) + 1) * wider > self._prefill_budget:
+                    break
+                admitted.append(self._waiting.popleft())
+                width = wider
+        # Prompts that reuse the same cached prefix (or none) are prefilled together.
+        groups: dict[tuple[int, int], tuple[int, KV | None, list[Sequence]]] = {}
         for seq in admitted:
             start, cached = self._cached_prefix(seq)
-            groups.setdefault(start, (start, cached, []))[2].append(seq)
+            groups.setdefault((start, id(cached)), (start, cached, []))[2].append(seq)
         for start, cached, members in groups.values():
             self._prefill(members, start, cached)
 
