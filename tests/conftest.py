@@ -23,6 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / "var" / "models"
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBEDDING_MODEL = "all-minilm-l6-v2"
+# Short prompts with short, stable greedy answers from SmolLM2.
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colors.",
+    "Write a haiku about the sea.",
+    "What is 2+2?",
+    "Describe a cat in one sentence.",
+    "What is the largest planet?",
+    "Say hello in Spanish.",
+    "Why is the sky blue?",
+]
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,9 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, Proc, start, wait_ready
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, QUESTIONS, Proc, start, wait_ready
 
 KEY = "sk-sg-e2e-admin-key-0123456789abcdef"
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three colors.",
-    "Write a haiku about the sea.",
-    "What is 2+2?",
-    "Describe a cat in one sentence.",
-    "What is the largest planet?",
-    "Say hello in Spanish.",
-    "Why is the sky blue?",
-]
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,9 @@ import torch
 
 from shardgate.shard.engine import GenerationEvent, PromptTooLong, SamplingParams
 from shardgate.shard.scheduler import BatchScheduler
+from tests.conftest import QUESTIONS
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three colors.",
-    "Write a haiku about the sea.",
-    "What is 2+2?",
-    "Describe a cat in one sentence.",
-]
 
 
 @pytest.fixture(scope="module")
