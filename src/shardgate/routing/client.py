@@ -27,6 +27,8 @@ class ShardClient:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # Shards have no business setting cookies, and the jar costs time per call.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout,
                 auto_decompress=False,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
