@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -195,3 +196,26 @@ def test_metrics_count_requests_and_rejections(fake_stack: Stack) -> None:
     assert "shardgate_auth_failures_total" in text
     assert "shardgate_time_to_first_token_seconds_bucket" in text
     assert f'shardgate_tokens_total{{direction="out",model="{CHAT_MODEL}"}}' in text
+
+
+def test_in_flight_returns_to_zero_after_streams_and_disconnects(fake_stack: Stack) -> None:
+    gateway, _, key = fake_stack
+    body = chat_body(max_tokens=5000, stream=True)
+    for _ in range(5):
+        with httpx.stream(
+            "POST",
+            gateway.url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        ) as response:
+            next(response.iter_lines())  # leave after the first event
+    gauge = 'shardgate_requests_in_flight{route="chat.completions"}'
+    deadline = time.monotonic() + 5
+    while True:
+        text = httpx.get(gateway.url + "/metrics").text
+        value = next(line for line in text.splitlines() if line.startswith(gauge))
+        if value.endswith(" 0.0"):
+            break
+        assert time.monotonic() < deadline, value
+        time.sleep(0.1)

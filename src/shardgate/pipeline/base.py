@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from shardgate.pipeline.context import RequestContext
 
@@ -47,17 +48,26 @@ def _bind(stage: Stage, call_next: Handler) -> Handler:
 
 
 def when_done(response: Response, callback: Callable[[], None]) -> Response:
-    """Run ``callback`` once ``response`` is fully sent: now, or when its stream ends."""
-    if isinstance(response, StreamingResponse):
-        response.body_iterator = _then(response.body_iterator, callback)
-    else:
-        callback()
+    """Run ``callback`` once ``response`` has been sent: at once for a plain response; for a
+    stream, when sending ends for any reason, including a client that left before the
+    first byte (when the body iterator never even starts)."""
+    if isinstance(response, StreamingResponse | _Finally):
+        return _Finally(response, callback)
+    callback()
     return response
 
 
-async def _then(body: AsyncIterable[Any], callback: Callable[[], None]) -> AsyncIterator[Any]:
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        callback()
+class _Finally(Response):
+    def __init__(self, inner: Response, callback: Callable[[], None]) -> None:
+        # Deliberately not Response.__init__: this only wraps ``inner`` and sends it.
+        self.inner = inner
+        self.callback = callback
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.callback()

@@ -16,6 +16,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from shardgate.errors import ModelNotFound, ShardUnavailable
+from shardgate.pipeline.base import when_done
 from shardgate.pipeline.context import RequestContext
 from shardgate.routing.client import ShardClient, ShardConnectionError
 from shardgate.routing.registry import Shard, ShardRegistry
@@ -49,11 +50,12 @@ class RouteToShard:
         body = orjson.dumps(ctx.payload)
         shard, upstream = await self._send(ctx, model, body)
         if ctx.stream and upstream.status == 200:
-            return StreamingResponse(
+            response = StreamingResponse(
                 self._relay(ctx, shard, upstream, wants_usage),
                 media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
+            return when_done(response, lambda: _release(shard, upstream))
         try:
             content = await upstream.read()
         except ShardConnectionError as exc:
@@ -102,9 +104,6 @@ class RouteToShard:
                 yield event
         except ShardConnectionError as exc:
             self._registry.mark_down(shard, str(exc) or type(exc).__name__)
-        finally:
-            shard.in_flight -= 1
-            upstream.close()
         if not done:
             error = ShardUnavailable("the shard serving this stream failed; the output is cut")
             yield sse_event(error.body())
@@ -118,6 +117,11 @@ async def _events(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         if line in (b"\n", b"\r\n"):
             yield b"".join(pending)
             pending = []
+
+
+def _release(shard: Shard, upstream: aiohttp.ClientResponse) -> None:
+    shard.in_flight -= 1
+    upstream.close()  # mid-stream, this is what tells the shard to abort the sequence
 
 
 def _has_text(event: bytes) -> bool:
