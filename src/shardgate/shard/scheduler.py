@@ -20,13 +20,11 @@ from transformers import DynamicCache
 
 from shardgate.shard.engine import GenerationEvent, PromptTooLong, SamplingParams
 from shardgate.shard.kvcache import SlotCache
-from shardgate.shard.prefix_cache import PrefixCache
+from shardgate.shard.prefix_cache import KV, PrefixCache
 from shardgate.shard.sampling import sample_rows
 from shardgate.shard.sequence import Detokenizer, Sequence
 
 __all__ = ["BatchScheduler"]
-
-KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 log = logging.getLogger(__name__)
 

@@ -57,21 +57,21 @@ def create_shard_app(settings: Settings, pool: ModelPool) -> Starlette:
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def chat(request: Request) -> Response:
-        req = validate(ChatCompletionRequest, parse_json(await read_body(request, limit)))
+    async def generate(
+        request: Request, wire: type[ChatCompletionRequest] | type[CompletionRequest]
+    ) -> Response:
+        req = validate(wire, parse_json(await read_body(request, limit)))
         serving = pool.chat_model(req.model)
-        call = serving.chat_call(req)
+        call = serving.call(req)
         if req.stream:
             return sse_response(serving.stream(call))
         return JSONResponse(await _unless_disconnected(request, serving.complete(call)))
 
+    async def chat(request: Request) -> Response:
+        return await generate(request, ChatCompletionRequest)
+
     async def completions(request: Request) -> Response:
-        req = validate(CompletionRequest, parse_json(await read_body(request, limit)))
-        serving = pool.chat_model(req.model)
-        call = serving.completion_call(req)
-        if req.stream:
-            return sse_response(serving.stream(call))
-        return JSONResponse(await _unless_disconnected(request, serving.complete(call)))
+        return await generate(request, CompletionRequest)
 
     async def embed(request: Request) -> Response:
         req = validate(EmbeddingRequest, parse_json(await read_body(request, limit)))

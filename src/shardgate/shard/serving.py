@@ -60,6 +60,12 @@ class ChatServing:
     def __init__(self, engine: ChatEngine) -> None:
         self.engine = engine
 
+    def call(self, req: ChatCompletionRequest | CompletionRequest) -> _Call:
+        """Tokenise a chat or text completion request into the call to generate."""
+        if isinstance(req, ChatCompletionRequest):
+            return self.chat_call(req)
+        return self.completion_call(req)
+
     def chat_call(self, req: ChatCompletionRequest) -> _Call:
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
