@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -14,10 +15,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -29,11 +30,14 @@ __all__ = [
     "Child",
     "CpuMeter",
     "Processes",
+    "add_limit_options",
     "bench_key",
+    "bench_main",
     "free_ports",
     "listen_args",
     "percentile",
     "print_table",
+    "progress",
     "stop_on_sigterm",
     "verdict",
     "wait_ready",
@@ -43,6 +47,7 @@ __all__ = [
 LOOPBACK = "127.0.0.1"
 MODEL = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -257,3 +262,50 @@ def _finite(value: Any) -> Any:
 def stop_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C, so that every started process is stopped."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def add_limit_options(
+    parser: argparse.ArgumentParser, request_timeout: float, ready_timeout: float, ready_what: str
+) -> None:
+    """The options every benchmark takes: its time limits and where to write JSON."""
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=request_timeout,
+        help=f"seconds before a request fails (default {request_timeout:g})",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=ready_timeout,
+        help=f"seconds to wait for {ready_what} (default {ready_timeout:g})",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+
+
+def bench_main(
+    name: str,
+    json_path: Path | None,
+    measure: Callable[[], T],
+    report: Callable[[T], Mapping[str, Any]],
+) -> int:
+    """Measure, print the report, write its figures; the exit code for ``sys.exit``."""
+    stop_on_sigterm()
+    try:
+        result = measure()
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; every process the benchmark started has been stopped", file=sys.stderr
+        )
+        return 130
+    except BenchError as exc:
+        print(f"{name} benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    figures = report(result)
+    if json_path:
+        write_json(json_path, figures)
+    return 0
