@@ -159,26 +159,23 @@ def test_embeddings_input_types(fake_stack: Stack) -> None:
 def test_streaming_through_gateway_honours_include_usage(fake_stack: Stack) -> None:
     gateway, _, key = fake_stack
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key)
-    with_usage = list(
-        client.chat.completions.create(
-            model=CHAT_MODEL,
-            messages=[{"role": "user", "content": "hi"}],
-            max_tokens=4,
-            stream=True,
-            stream_options={"include_usage": True},
+
+    def stream(**options: Any) -> list[Any]:
+        return list(
+            client.chat.completions.create(
+                model=CHAT_MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
+                stream=True,
+                **options,
+            )
         )
-    )
+
+    with_usage = stream(stream_options={"include_usage": True})
     assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens == 4
     text = "".join(c.choices[0].delta.content or "" for c in with_usage if c.choices)
     assert text == "fake " * 4
-    without = list(
-        client.chat.completions.create(
-            model=CHAT_MODEL,
-            messages=[{"role": "user", "content": "hi"}],
-            max_tokens=4,
-            stream=True,
-        )
-    )
+    without = stream()
     assert all(c.usage is None for c in without)
     assert without[-1].choices[0].finish_reason == "length"
 

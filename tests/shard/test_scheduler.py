@@ -65,6 +65,16 @@ class Collector:
     def sink(self, request_id: str) -> Callable[[GenerationEvent], None]:
         return self.events.setdefault(request_id, []).append
 
+    def submit(
+        self,
+        scheduler: BatchScheduler,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams = GREEDY,
+    ) -> None:
+        """Submit a request whose events this collector keeps under ``request_id``."""
+        scheduler.submit(request_id, prompt_ids, params, self.sink(request_id))
+
     def text(self, request_id: str) -> str:
         return "".join(e.text for e in self.events[request_id])
 
@@ -87,17 +97,17 @@ def test_greedy_output_is_the_same_batched_as_alone(
 ) -> None:
     out = Collector()
     for i, question in enumerate(QUESTIONS[:4]):
-        scheduler.submit(f"alone-{i}", prompt(question), GREEDY, out.sink(f"alone-{i}"))
+        out.submit(scheduler, f"alone-{i}", prompt(question))
         drain(scheduler)
     # Staggered arrivals: each joins a batch already decoding, with different lengths.
     for i, question in enumerate(QUESTIONS[:4]):
-        scheduler.submit(f"batched-{i}", prompt(question), GREEDY, out.sink(f"batched-{i}"))
+        out.submit(scheduler, f"batched-{i}", prompt(question))
         scheduler.step()
         scheduler.step()
     drain(scheduler)
     # Simultaneous arrivals: prefilled together in one padded pass, then decoded together.
     for i, question in enumerate(QUESTIONS[:4]):
-        scheduler.submit(f"together-{i}", prompt(question), GREEDY, out.sink(f"together-{i}"))
+        out.submit(scheduler, f"together-{i}", prompt(question))
     scheduler.step()
     assert len(scheduler.running_ids()) == 4
     drain(scheduler)
@@ -114,20 +124,14 @@ def test_sequences_join_and_leave_mid_batch(
     scheduler: BatchScheduler, prompt: Callable[[str], list[int]]
 ) -> None:
     out = Collector()
-    scheduler.submit(
-        "long",
-        prompt(QUESTIONS[2]),
-        SamplingParams(max_tokens=30, temperature=0.0),
-        out.sink("long"),
+    out.submit(
+        scheduler, "long", prompt(QUESTIONS[2]), SamplingParams(max_tokens=30, temperature=0.0)
     )
     scheduler.step()
     scheduler.step()
     assert scheduler.running_ids() == ["long"]
-    scheduler.submit(
-        "short",
-        prompt(QUESTIONS[0]),
-        SamplingParams(max_tokens=3, temperature=0.0),
-        out.sink("short"),
+    out.submit(
+        scheduler, "short", prompt(QUESTIONS[0]), SamplingParams(max_tokens=3, temperature=0.0)
     )
     scheduler.step()
     assert scheduler.running_ids() == ["long", "short"]  # joined between decode steps
@@ -148,7 +152,7 @@ def test_abort_frees_the_slot_for_a_waiting_request(
     out = Collector()
     params = SamplingParams(max_tokens=100, temperature=0.0)
     for i in range(5):  # one more than the batch holds
-        scheduler.submit(f"r{i}", prompt(QUESTIONS[i]), params, out.sink(f"r{i}"))
+        out.submit(scheduler, f"r{i}", prompt(QUESTIONS[i]), params)
     scheduler.step()
     assert len(scheduler.running_ids()) == 4
     assert scheduler.waiting_count() == 1
@@ -168,7 +172,7 @@ def test_abort_of_a_waiting_request(
     scheduler: BatchScheduler, prompt: Callable[[str], list[int]]
 ) -> None:
     out = Collector()
-    scheduler.submit("queued", prompt(QUESTIONS[0]), GREEDY, out.sink("queued"))
+    out.submit(scheduler, "queued", prompt(QUESTIONS[0]))
     scheduler.abort("queued")
     scheduler.step()
     assert scheduler.waiting_count() == 0 and scheduler.running_ids() == []
@@ -178,15 +182,15 @@ def test_stop_string_ends_and_is_not_emitted(
     scheduler: BatchScheduler, prompt: Callable[[str], list[int]]
 ) -> None:
     out = Collector()
-    scheduler.submit("free", prompt(QUESTIONS[0]), GREEDY, out.sink("free"))
+    out.submit(scheduler, "free", prompt(QUESTIONS[0]))
     drain(scheduler)
     full = out.text("free")
     assert " is " in full
-    scheduler.submit(
+    out.submit(
+        scheduler,
         "stopped",
         prompt(QUESTIONS[0]),
         SamplingParams(max_tokens=24, temperature=0.0, stop=(" is ",)),
-        out.sink("stopped"),
     )
     drain(scheduler)
     assert out.text("stopped") == full[: full.index(" is ")]
@@ -199,7 +203,7 @@ def test_seeded_sampling_repeats_and_differs_by_seed(
     out = Collector()
     for rid, seed in (("a", 7), ("b", 7), ("c", 8)):
         params = SamplingParams(max_tokens=20, temperature=1.0, seed=seed)
-        scheduler.submit(rid, prompt(QUESTIONS[4]), params, out.sink(rid))
+        out.submit(scheduler, rid, prompt(QUESTIONS[4]), params)
     drain(scheduler)
     assert out.text("a") == out.text("b")
     assert out.text("a") != out.text("c")
@@ -217,7 +221,7 @@ def test_prefix_cache_skips_shared_tokens_and_keeps_the_output(
     out = Collector()
     for name, sched in (("plain", plain), ("cached", cached)):
         for i, question in enumerate(QUESTIONS):
-            sched.submit(f"{name}-{i}", prompt(question), GREEDY, out.sink(f"{name}-{i}"))
+            out.submit(sched, f"{name}-{i}", prompt(question))
             drain(sched)
     assert cached._prefixes is not None and len(cached._prefixes) >= 1
     hit = cached._prefixes.lookup(prompt("Something new entirely."))
