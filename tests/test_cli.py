@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shardgate.cli import main
-from shardgate.store import FileKeyStore
+from shardgate.store import ApiKey, key_digest, open_store
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,33 +47,45 @@ def test_unknown_model_for_a_shard(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
-async def test_first_admin_key_is_created_once(
+def test_first_admin_key_is_created_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shardgate.cli import _ensure_admin_key
+    from shardgate.cli import _prepare_database
     from shardgate.settings import load_settings
 
     settings = load_settings(overrides={"data_dir": tmp_path}, environ={})
-    store = FileKeyStore(tmp_path / "keys.json")
-    assert not await store.has_admin()
-    await _ensure_admin_key(settings, announce=True)
-    assert await store.has_admin()
+    assert _prepare_database(settings, announce=True) == 0
     secret = next(w for w in capsys.readouterr().out.split() if w.startswith("sk-sg-"))
-    assert await store.verify(secret) is not None
-    stored = (tmp_path / "keys.json").read_text()
-    assert secret not in stored and secret[:10] in stored  # a hash and a display prefix
-    assert len(json.loads(stored)) == 1
-    assert oct((tmp_path / "keys.json").stat().st_mode)[-3:] == "600"
-    await _ensure_admin_key(settings, announce=True)
-    assert len(json.loads((tmp_path / "keys.json").read_text())) == 1
+    assert len(secret) >= len("sk-sg-") + 43  # 32 random bytes, URL-safe base64
+    assert _prepare_database(settings, announce=True) == 0
+    assert "sk-sg-" not in capsys.readouterr().out  # shown only the first time
+    keys = asyncio.run(_keys(tmp_path))
+    assert [(k.role, k.tenant, k.endpoints, k.models) for k in keys] == [
+        ("admin", "platform", ("*",), ("*",))
+    ]
+    assert keys[0].prefix == secret[:10]
+    database = (tmp_path / "shardgate.db").read_bytes()
+    assert secret.encode() not in database and key_digest(secret).encode() in database
 
 
-async def test_bootstrap_key_becomes_the_admin_key(tmp_path: Path) -> None:
-    from shardgate.cli import _ensure_admin_key
+def test_bootstrap_key_becomes_the_admin_key_and_stays_revoked(tmp_path: Path) -> None:
+    from shardgate.cli import _prepare_database
     from shardgate.settings import load_settings
 
     env = {"SHARDGATE_BOOTSTRAP_KEY": "sk-sg-bootstrap-0123456789"}
     settings = load_settings(overrides={"data_dir": tmp_path}, environ=env)
-    await _ensure_admin_key(settings, announce=False)
-    principal = await FileKeyStore(tmp_path / "keys.json").verify("sk-sg-bootstrap-0123456789")
-    assert principal is not None and principal.role == "admin"
+    assert _prepare_database(settings, announce=False) == 0
+    (key,) = asyncio.run(_keys(tmp_path))
+    assert key.role == "admin" and key.name == "bootstrap"
+    assert run("keys", "revoke", key.id, "--data-dir", str(tmp_path)).returncode == 0
+    assert _prepare_database(settings, announce=False) == 0
+    (again,) = asyncio.run(_keys(tmp_path))
+    assert again.id == key.id and again.revoked_at is not None
+
+
+async def _keys(data_dir: Path) -> list[ApiKey]:
+    store = await open_store(f"sqlite:///{data_dir / 'shardgate.db'}")
+    try:
+        return await store.list_keys()
+    finally:
+        await store.close()

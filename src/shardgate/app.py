@@ -11,30 +11,39 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shardgate import __version__
+from shardgate.admin.api import admin_operations
+from shardgate.admin.service import AdminService
 from shardgate.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shardgate.errors import ServiceUnavailable
+from shardgate.identity import KeyVerifier
 from shardgate.metrics import GatewayMetrics
+from shardgate.openapi import Operation, openapi_document
 from shardgate.pipeline import Pipeline, RequestContext
 from shardgate.pipeline.auth import Authenticate
+from shardgate.pipeline.authorize import Authorize, AuthorizeModel
 from shardgate.pipeline.edge import EdgeGuard
 from shardgate.pipeline.observe import Observe
 from shardgate.pipeline.parse import ParseRequest
 from shardgate.pipeline.route import RouteToShard
 from shardgate.routing import ShardClient, ShardRegistry
+from shardgate.security import shard_client_ssl
 from shardgate.settings import Settings
-from shardgate.store import FileKeyStore, KeyStore
+from shardgate.store import SqlStore, Store, connect, database_url
 from shardgate.web import JSONResponse, exception_handlers
 
-__all__ = ["create_gateway_app", "key_store_for"]
+__all__ = ["create_gateway_app"]
 
 
-def key_store_for(settings: Settings) -> KeyStore:
-    return FileKeyStore(settings.data_dir / "keys.json")
-
-
-def create_gateway_app(settings: Settings, keys: KeyStore | None = None) -> Starlette:
+def create_gateway_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """The gateway. ``store`` defaults to the configured database, whose schema must be
+    current (``shardgate gateway`` and ``up`` upgrade it before serving)."""
+    store = store or SqlStore(connect(database_url(settings)))
     metrics = GatewayMetrics()
-    client = ShardClient(settings.shard_connect_timeout_s, settings.shard_read_timeout_s)
+    verifier = KeyVerifier(store, settings.auth.cache_ttl_s, settings.auth.last_used_flush_s)
+    client = ShardClient(
+        settings.shard_connect_timeout_s, settings.shard_read_timeout_s, shard_client_ssl(settings)
+    )
     registry = ShardRegistry(
         settings.shards, client, metrics, interval_s=settings.shard_health_interval_s
     )
@@ -42,18 +51,62 @@ def create_gateway_app(settings: Settings, keys: KeyStore | None = None) -> Star
         [
             Observe(metrics),
             EdgeGuard(settings.max_body_bytes, settings.max_concurrent_requests),
-            Authenticate(keys or key_store_for(settings)),
+            Authenticate(verifier),
+            Authorize(),
             ParseRequest(),
+            AuthorizeModel(),
         ]
     )
     route = RouteToShard(registry, client)
 
     async def list_models(ctx: RequestContext) -> Response:
+        assert ctx.principal is not None
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "shardgate"}
             for name in registry.known_models()
+            if ctx.principal.may_use(name)
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    async def prometheus(ctx: RequestContext) -> Response:
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    operations = [
+        Operation("GET", "/v1/models", "models", list_models, "models", "List the models"),
+        Operation(
+            "POST",
+            "/v1/chat/completions",
+            "chat.completions",
+            route,
+            "chat",
+            "Create a chat completion",
+            ChatCompletionRequest,
+        ),
+        Operation(
+            "POST",
+            "/v1/completions",
+            "completions",
+            route,
+            "completions",
+            "Create a text completion",
+            CompletionRequest,
+        ),
+        Operation(
+            "POST",
+            "/v1/embeddings",
+            "embeddings",
+            route,
+            "embeddings",
+            "Create embeddings",
+            EmbeddingRequest,
+        ),
+        Operation("GET", "/metrics", "metrics", prometheus, "metrics", "Prometheus metrics"),
+        *admin_operations(AdminService(store, on_key_change=verifier.forget)),
+    ]
+    document = openapi_document(operations, __version__)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -65,38 +118,30 @@ def create_gateway_app(settings: Settings, keys: KeyStore | None = None) -> Star
             raise ServiceUnavailable(f"not ready: no ready shard for {detail}")
         return JSONResponse({"status": "ready", "models": registry.known_models()})
 
-    async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await registry.check_all()
         registry.start()
+        verifier.start()
         try:
             yield
         finally:
             await registry.stop()
+            await verifier.stop()
             await client.close()
+            await store.close()
 
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", prometheus),
-        Route("/v1/models", pipeline.endpoint("models", list_models)),
-        Route(
-            "/v1/chat/completions",
-            pipeline.endpoint("chat.completions", route, ChatCompletionRequest),
-            methods=["POST"],
-        ),
-        Route(
-            "/v1/completions",
-            pipeline.endpoint("completions", route, CompletionRequest),
-            methods=["POST"],
-        ),
-        Route(
-            "/v1/embeddings",
-            pipeline.endpoint("embeddings", route, EmbeddingRequest),
-            methods=["POST"],
+        Route("/openapi.json", openapi),
+        *(
+            Route(
+                op.path,
+                pipeline.endpoint(op.name, op.handler, op.request, op.access),
+                methods=[op.method],
+            )
+            for op in operations
         ),
     ]
     app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)

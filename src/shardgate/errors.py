@@ -8,6 +8,7 @@ ShardgateError                     500 internal_error
 ├── NotFound                       404 not_found_error
 │   └── ModelNotFound              404 not_found_error (code model_not_found)
 ├── MethodNotAllowed               405 invalid_request_error
+├── AlreadyExists                  409 invalid_request_error (code already_exists)
 └── ServiceUnavailable             503 service_unavailable
     └── ShardUnavailable           503 (no shard could serve the model)
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AlreadyExists",
     "AuthenticationFailed",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -61,6 +63,10 @@ class AuthenticationFailed(ShardgateError):
     error_type = "authentication_error"
     default_code = "invalid_api_key"
 
+    def __init__(self, message: str, *, code: str | None = None, reason: str = "invalid"):
+        super().__init__(message, code=code)
+        self.reason = reason  # for metrics only: the caller never learns why
+
 
 class PermissionDenied(ShardgateError):
     status_code = 403
@@ -79,6 +85,12 @@ class ModelNotFound(NotFound):
 class MethodNotAllowed(ShardgateError):
     status_code = 405
     error_type = "invalid_request_error"
+
+
+class AlreadyExists(ShardgateError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "already_exists"
 
 
 class ServiceUnavailable(ShardgateError):

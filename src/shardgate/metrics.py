@@ -73,7 +73,9 @@ class GatewayMetrics:
         )
         self.auth_failures = Counter(
             "shardgate_auth_failures",
-            "Requests refused for a missing or invalid key",
+            "Requests refused for a missing, unknown, revoked or expired key (the caller "
+            "is only ever told that the key is not valid)",
+            ["reason"],
             registry=r,
         )
         self.shard_up = Gauge(

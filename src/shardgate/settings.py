@@ -13,15 +13,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "AuthSettings",
     "EngineSettings",
     "ModelSpec",
     "Settings",
     "SettingsError",
     "ShardEndpoint",
     "ShardSpec",
+    "ShardTlsSettings",
+    "TlsSettings",
     "load_settings",
 ]
 
@@ -45,6 +56,58 @@ class EngineSettings(_Frozen):
     dtype: Literal["float32", "bfloat16"] = "float32"
     prefix_cache: bool = Field(True, description="reuse the KV of shared prompt prefixes")
     warmup: bool = True
+
+
+class AuthSettings(_Frozen):
+    """How the gateway checks API keys."""
+
+    cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="how long a verified key is trusted without asking the store again; "
+        "this bounds how long a revoked key keeps working on another gateway",
+    )
+    last_used_flush_s: float = Field(10.0, gt=0, description="how often last-used times are saved")
+
+
+class TlsSettings(_Frozen):
+    """TLS 1.3 on the gateway's public listener; plain HTTP when unset."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class ShardTlsSettings(_Frozen):
+    """Mutual TLS 1.3 between the gateway and its shards.
+
+    Required for shards off loopback; ``enabled`` asks for it on loopback too. One private
+    CA (``ca_file``) signs both sides: the gateway presents ``gateway_cert_file`` to shards,
+    a shard presents ``shard_cert_file`` and accepts only clients signed by the CA.
+    """
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    gateway_cert_file: Path | None = None
+    gateway_key_file: Path | None = None
+    shard_cert_file: Path | None = None
+    shard_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ShardTlsSettings:
+        pairs = {
+            "gateway": (self.gateway_cert_file, self.gateway_key_file),
+            "shard": (self.shard_cert_file, self.shard_key_file),
+        }
+        for role, (cert, key) in pairs.items():
+            if (cert is None) != (key is None):
+                raise ValueError(f"{role}_cert_file and {role}_key_file must be given together")
+        return self
 
 
 class ModelSpec(_Frozen):
@@ -95,6 +158,11 @@ class Settings(_Frozen):
     model_cache_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     bootstrap_key: SecretStr | None = None
+    # postgresql://user@host/db or sqlite:///path; default: SQLite in the data directory.
+    database_url: SecretStr | None = None
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+    shard_tls: ShardTlsSettings = ShardTlsSettings()
 
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(1024, ge=1)
@@ -115,6 +183,10 @@ class Settings(_Frozen):
     @property
     def models_dir(self) -> Path:
         return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
 
 
 def load_settings(
@@ -150,13 +222,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+_RAW_STRINGS = {"bootstrap_key", "database_url", "url", "host"}
+
+
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or not raw:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
-        value: Any = raw if path[-1] in {"bootstrap_key", "url", "host"} else _scalar(raw)
+        value: Any = raw if path[-1] in _RAW_STRINGS else _scalar(raw)
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -39,10 +40,11 @@ def plan_children(settings: Settings, config_file: str | None) -> tuple[list[Chi
     common = ["--data-dir", str(settings.data_dir)]
     if config_file:
         common += ["--config", config_file]
+    scheme = "https" if settings.shard_tls.enabled else "http"
     children, urls = [], []
     for i, spec in enumerate(settings.up_shards):
         port = spec.port or free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"{scheme}://127.0.0.1:{port}"
         urls.append(url)
         argv = [
             *base,
@@ -55,16 +57,41 @@ def plan_children(settings: Settings, config_file: str | None) -> tuple[list[Chi
             "--models",
             ",".join(spec.models),
         ]
-        children.append(Child(f"shard-{i}", argv))
+        children.append(Child(f"shard-{i}", argv, _tls_environ(settings, "shard")))
     shards = [
         {"url": u, "models": list(s.models)} for u, s in zip(urls, settings.up_shards, strict=True)
     ]
     gateway = Child(
         "gateway",
         [*base, "gateway", *common, "--host", settings.host, "--port", str(settings.port)],
-        env={"SHARDGATE_SHARDS": yaml.safe_dump(shards, default_flow_style=True).strip()},
+        env={
+            "SHARDGATE_SHARDS": yaml.safe_dump(shards, default_flow_style=True).strip(),
+            **_tls_environ(settings, "gateway"),
+        },
     )
     return [*children, gateway], urls
+
+
+def _tls_environ(settings: Settings, role: str) -> dict[str, str]:
+    """The TLS settings a child needs, as variables: a shard is not handed the gateway's key."""
+    values: dict[str, object] = {"SHARD_TLS__CA_FILE": settings.shard_tls.ca_file}
+    if role == "gateway":
+        values.update(
+            TLS__CERT_FILE=settings.tls.cert_file,
+            TLS__KEY_FILE=settings.tls.key_file,
+            SHARD_TLS__GATEWAY_CERT_FILE=settings.shard_tls.gateway_cert_file,
+            SHARD_TLS__GATEWAY_KEY_FILE=settings.shard_tls.gateway_key_file,
+        )
+    else:
+        values.update(
+            SHARD_TLS__SHARD_CERT_FILE=settings.shard_tls.shard_cert_file,
+            SHARD_TLS__SHARD_KEY_FILE=settings.shard_tls.shard_key_file,
+        )
+    # Quoted, since variables are read as YAML scalars and a path may hold "#" or ": ".
+    env = {f"SHARDGATE_{k}": json.dumps(str(v)) for k, v in values.items() if v is not None}
+    if settings.shard_tls.enabled:
+        env["SHARDGATE_SHARD_TLS__ENABLED"] = "true"
+    return env
 
 
 class Supervisor:

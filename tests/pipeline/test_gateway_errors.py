@@ -181,16 +181,16 @@ def test_streaming_through_gateway_honours_include_usage(fake_stack: Stack) -> N
 
 
 def test_metrics_count_requests_and_rejections(fake_stack: Stack) -> None:
-    gateway, _, _ = fake_stack
+    gateway, _, key = fake_stack
     post(fake_stack, "/v1/chat/completions", json=chat_body(max_tokens=2))
     post(fake_stack, "/v1/chat/completions", json=chat_body(), key="sk-sg-wrong")
-    text = httpx.get(gateway.url + "/metrics").text
+    text = httpx.get(gateway.url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
     assert (
         f'shardgate_requests_total{{model="{CHAT_MODEL}",route="chat.completions",'
         f'status="200"}}' in text
     )
     assert 'status="401"' in text
-    assert "shardgate_auth_failures_total" in text
+    assert 'shardgate_auth_failures_total{reason="unknown"}' in text
     assert "shardgate_time_to_first_token_seconds_bucket" in text
     assert f'shardgate_tokens_total{{direction="out",model="{CHAT_MODEL}"}}' in text
 
@@ -210,7 +210,7 @@ def test_in_flight_returns_to_zero_after_streams_and_disconnects(fake_stack: Sta
     gauge = 'shardgate_requests_in_flight{route="chat.completions"}'
     deadline = time.monotonic() + 5
     while True:
-        text = httpx.get(gateway.url + "/metrics").text
+        text = httpx.get(gateway.url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
         value = next(line for line in text.splitlines() if line.startswith(gauge))
         if value.endswith(" 0.0"):
             break

@@ -28,14 +28,18 @@ class Pipeline:
         self.stages = tuple(stages)
 
     def endpoint(
-        self, route: str, terminal: Handler, wire_model: type[BaseModel] | None = None
+        self,
+        route: str,
+        terminal: Handler,
+        wire_model: type[BaseModel] | None = None,
+        access: str = "",
     ) -> Callable[[Request], Awaitable[Response]]:
         handler = terminal
         for stage in reversed(self.stages):
             handler = _bind(stage, handler)
 
         async def endpoint(request: Request) -> Response:
-            return await handler(RequestContext(request, route, wire_model))
+            return await handler(RequestContext(request, route, wire_model, access))
 
         return endpoint
 

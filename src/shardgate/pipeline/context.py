@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from shardgate.store.keys import Principal
+from shardgate.store.records import Principal
 
 __all__ = ["RequestContext"]
 
@@ -20,6 +20,7 @@ class RequestContext:
     request: Request
     route: str  # a stable name such as "chat.completions", used in metrics and logs
     wire_model: type[BaseModel] | None = None
+    access: str = ""  # what the route requires: an endpoint scope or an admin level
     request_id: str = field(default_factory=lambda: os.urandom(12).hex())
     started: float = field(default_factory=time.perf_counter)
 

@@ -30,7 +30,7 @@ class Observe:
         except ShardgateError as exc:
             gauge.dec()
             if isinstance(exc, AuthenticationFailed):
-                self._m.auth_failures.inc()
+                self._m.auth_failures.labels(exc.reason).inc()
             self._record(ctx, exc.status_code)
             raise
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,14 @@ ShardConnectionError = (aiohttp.ClientError, TimeoutError)
 
 
 class ShardClient:
-    def __init__(self, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context`` is for https shards (mutual TLS); None verifies with system CAs."""
+        self._ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -24,7 +32,9 @@ class ShardClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=30, ttl_dns_cache=300, ssl=self._ssl
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 # Shards have no business setting cookies, and the jar costs time per call.

@@ -1,5 +1,51 @@
-"""Storage seams. For now: API keys in a file in the data directory."""
+"""Storage seams (protocols) and their SQL implementation, with schema migrations."""
 
-from shardgate.store.keys import FileKeyStore, KeyStore, Principal, generate_key
+from shardgate.store.base import Conflict, KeyStore, Store, TenantStore
+from shardgate.store.database import DatabaseError, connect, database_url, upgrade
+from shardgate.store.keys import KEY_PREFIX, display_prefix, generate_key, key_digest
+from shardgate.store.records import (
+    ALL,
+    ENDPOINTS,
+    ROLES,
+    ApiKey,
+    NewKey,
+    Principal,
+    Role,
+    SecretMatch,
+    Tenant,
+)
+from shardgate.store.sql import SqlStore
 
-__all__ = ["FileKeyStore", "KeyStore", "Principal", "generate_key"]
+__all__ = [
+    "ALL",
+    "ENDPOINTS",
+    "KEY_PREFIX",
+    "ROLES",
+    "ApiKey",
+    "Conflict",
+    "DatabaseError",
+    "KeyStore",
+    "NewKey",
+    "Principal",
+    "Role",
+    "SecretMatch",
+    "SqlStore",
+    "Store",
+    "Tenant",
+    "TenantStore",
+    "connect",
+    "database_url",
+    "display_prefix",
+    "generate_key",
+    "key_digest",
+    "open_store",
+    "upgrade",
+]
+
+
+async def open_store(url: str, migrate: bool = True) -> SqlStore:
+    """Connect to the database at ``url``, upgrading its schema first unless told not to."""
+    engine = connect(url)
+    if migrate:
+        await upgrade(engine)
+    return SqlStore(engine)

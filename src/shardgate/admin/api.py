@@ -1,0 +1,209 @@
+"""The admin API's HTTP layer: parse, call ``AdminService``, serialise. Nothing else."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from shardgate.admin.protocol import (
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyObject,
+    ApiKeyRotated,
+    KeyCreateRequest,
+    KeyRotateRequest,
+    RoleList,
+    RoleObject,
+    TenantCreateRequest,
+    TenantList,
+    TenantObject,
+)
+from shardgate.admin.service import AdminService, IssuedKey
+from shardgate.openapi import Operation
+from shardgate.pipeline.base import Handler
+from shardgate.pipeline.context import RequestContext
+from shardgate.store import Principal, Role
+from shardgate.web import JSONResponse
+
+__all__ = ["ROLE_DESCRIPTIONS", "admin_operations"]
+
+ROLE_DESCRIPTIONS: dict[Role, str] = {
+    "admin": "platform administrator: every tenant and key",
+    "tenant-admin": "manages its own tenant's keys, granting at most its own scopes",
+    "user": "calls the API endpoints and models its scopes name; no admin access",
+    "auditor": "reads its own tenant's records; read-only",
+}
+PREFIX = "/admin/v1"
+
+
+def admin_operations(service: AdminService) -> list[Operation]:
+    def actor(ctx: RequestContext) -> Principal:
+        assert ctx.principal is not None  # Authenticate ran
+        return ctx.principal
+
+    def reply(model: TenantObject | TenantList | ApiKeyObject | ApiKeyList | RoleList) -> Response:
+        return JSONResponse(model.model_dump(mode="json"))
+
+    async def list_tenants(ctx: RequestContext) -> Response:
+        tenants = await service.list_tenants(actor(ctx))
+        return reply(TenantList(data=[TenantObject.of(t) for t in tenants]))
+
+    async def create_tenant(ctx: RequestContext) -> Response:
+        assert isinstance(ctx.parsed, TenantCreateRequest)
+        return reply(TenantObject.of(await service.create_tenant(actor(ctx), ctx.parsed.name)))
+
+    async def get_tenant(ctx: RequestContext) -> Response:
+        name = ctx.request.path_params["name"]
+        return reply(TenantObject.of(await service.get_tenant(actor(ctx), name)))
+
+    async def list_keys(ctx: RequestContext) -> Response:
+        keys = await service.list_keys(actor(ctx), ctx.request.query_params.get("tenant"))
+        return reply(ApiKeyList(data=[ApiKeyObject.of(k) for k in keys]))
+
+    async def create_key(ctx: RequestContext) -> Response:
+        body = ctx.parsed
+        assert isinstance(body, KeyCreateRequest)
+        issued = await service.create_key(
+            actor(ctx),
+            tenant=body.tenant,
+            role=body.role,
+            endpoints=body.endpoints,
+            models=body.models,
+            name=body.name,
+            expires_in=body.expires_in,
+        )
+        return reply(_created(issued))
+
+    async def get_key(ctx: RequestContext) -> Response:
+        key_id = ctx.request.path_params["key_id"]
+        return reply(ApiKeyObject.of(await service.get_key(actor(ctx), key_id)))
+
+    async def revoke_key(ctx: RequestContext) -> Response:
+        key_id = ctx.request.path_params["key_id"]
+        return reply(ApiKeyObject.of(await service.revoke_key(actor(ctx), key_id)))
+
+    async def rotate_key(ctx: RequestContext) -> Response:
+        assert isinstance(ctx.parsed, KeyRotateRequest)
+        key_id = ctx.request.path_params["key_id"]
+        issued, old_until = await service.rotate_key(actor(ctx), key_id, ctx.parsed.grace_period)
+        rotated = ApiKeyRotated(
+            **_created(issued).model_dump(), previous_key_expires_at=int(old_until)
+        )
+        return reply(rotated)
+
+    async def list_roles(ctx: RequestContext) -> Response:
+        roles = [RoleObject(name=n, description=d) for n, d in ROLE_DESCRIPTIONS.items()]
+        return reply(RoleList(data=roles))
+
+    def op(
+        method: str,
+        path: str,
+        name: str,
+        handler: Handler,
+        access: str,
+        summary: str,
+        request: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+    ) -> Operation:
+        return Operation(
+            method,
+            PREFIX + path,
+            "admin." + name,
+            handler,
+            access,
+            summary,
+            request,
+            response,
+            tag="admin",
+        )
+
+    return [
+        op(
+            "GET",
+            "/tenants",
+            "tenants.list",
+            list_tenants,
+            "admin:read",
+            "List the tenants this key can see",
+            response=TenantList,
+        ),
+        op(
+            "POST",
+            "/tenants",
+            "tenants.create",
+            create_tenant,
+            "admin:platform",
+            "Create a tenant",
+            TenantCreateRequest,
+            TenantObject,
+        ),
+        op(
+            "GET",
+            "/tenants/{name}",
+            "tenants.get",
+            get_tenant,
+            "admin:read",
+            "Get a tenant",
+            response=TenantObject,
+        ),
+        op(
+            "GET",
+            "/keys",
+            "keys.list",
+            list_keys,
+            "admin:read",
+            "List API keys (query: tenant)",
+            response=ApiKeyList,
+        ),
+        op(
+            "POST",
+            "/keys",
+            "keys.create",
+            create_key,
+            "admin:write",
+            "Create an API key; its secret is returned only here",
+            KeyCreateRequest,
+            ApiKeyCreated,
+        ),
+        op(
+            "GET",
+            "/keys/{key_id}",
+            "keys.get",
+            get_key,
+            "admin:read",
+            "Get an API key's record",
+            response=ApiKeyObject,
+        ),
+        op(
+            "POST",
+            "/keys/{key_id}/revoke",
+            "keys.revoke",
+            revoke_key,
+            "admin:write",
+            "Revoke an API key",
+            response=ApiKeyObject,
+        ),
+        op(
+            "POST",
+            "/keys/{key_id}/rotate",
+            "keys.rotate",
+            rotate_key,
+            "admin:write",
+            "Give a key a new secret; the old one works for the grace period",
+            KeyRotateRequest,
+            ApiKeyRotated,
+        ),
+        op(
+            "GET",
+            "/roles",
+            "roles.list",
+            list_roles,
+            "admin:read",
+            "The roles and what they may do",
+            response=RoleList,
+        ),
+    ]
+
+
+def _created(issued: IssuedKey) -> ApiKeyCreated:
+    return ApiKeyCreated(**ApiKeyObject.of(issued.key).model_dump(), key=issued.secret)

@@ -1,0 +1,188 @@
+"""``shardgate db``, ``shardgate tenants`` and ``shardgate keys``: the admin API's rules,
+applied directly to the store (``--data-dir`` or ``SHARDGATE_DATABASE_URL``) by the
+platform operator. Safe while gateways run: they see changes within their key cache TTL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from shardgate.admin.bootstrap import prepare_database
+from shardgate.admin.protocol import ApiKeyCreated, ApiKeyObject, ApiKeyRotated, TenantObject
+from shardgate.admin.service import OPERATOR, AdminService
+from shardgate.errors import ShardgateError
+from shardgate.settings import Settings
+from shardgate.store import ROLES, DatabaseError, database_url
+
+__all__ = ["add_admin_commands"]
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+Action = Callable[[AdminService, argparse.Namespace], Awaitable[Any]]
+
+
+def add_admin_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    def group(name: str, help: str) -> Any:
+        parser = sub.add_parser(name, help=help, description=help)
+        return parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(commands: Any, name: str, action: Action, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+        p.set_defaults(run=_runner(action))
+        common(p)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    db = group("db", "the database: schema migrations")
+    upgrade = db.add_parser("upgrade", help="upgrade the schema in place to the newest revision")
+    upgrade.set_defaults(run=_db_upgrade)
+    common(upgrade)
+    upgrade.add_argument("--json", action="store_true", help="machine-readable output")
+
+    tenants = group("tenants", "tenants: who keys belong to")
+    create = command(tenants, "create", _tenant_create, "create a tenant")
+    create.add_argument("name")
+    command(tenants, "list", _tenant_list, "list the tenants")
+    show = command(tenants, "show", _tenant_show, "show one tenant")
+    show.add_argument("name")
+
+    keys = group("keys", "API keys: create, list, revoke, rotate")
+    create = command(keys, "create", _key_create, "create a key; its secret is shown once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--role", choices=ROLES, default="user")
+    create.add_argument("--endpoints", default="", help="comma-separated, or * (default: none)")
+    create.add_argument("--models", default="", help="comma-separated, or * (default: none)")
+    create.add_argument("--name", help="a label for the key")
+    create.add_argument("--expires-in", help="e.g. 3600, 30d, 12h (default: never)")
+    listing = command(keys, "list", _key_list, "list keys (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = command(keys, "revoke", _key_revoke, "revoke a key")
+    revoke.add_argument("id")
+    rotate = command(keys, "rotate", _key_rotate, "give a key a new secret")
+    rotate.add_argument("id")
+    rotate.add_argument(
+        "--grace", default="0", help="how long the old secret keeps working (e.g. 1h, 7d)"
+    )
+
+
+def _runner(action: Action) -> Callable[[Settings, argparse.Namespace], int]:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        try:
+            result = asyncio.run(_with_service(settings, args, action))
+        except ShardgateError as exc:
+            _fail(exc.message, args.json, exc.body())
+            return 1
+        except (DatabaseError, OSError) as exc:
+            _fail(f"cannot use the database: {exc}", args.json)
+            return 1
+        _print(result, args.json)
+        return 0
+
+    return run
+
+
+async def _with_service(settings: Settings, args: argparse.Namespace, action: Action) -> Any:
+    store = await prepare_database(settings)
+    try:
+        return await action(AdminService(store), args)
+    finally:
+        await store.close()
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    async def upgrade() -> str:
+        store = await prepare_database(settings)
+        await store.close()
+        from shardgate.store.database import head_revision
+
+        return head_revision()
+
+    try:
+        revision = asyncio.run(upgrade())
+    except (DatabaseError, OSError) as exc:
+        _fail(f"cannot upgrade the database: {exc}", args.json)
+        return 1
+    url = database_url(settings)
+    where = url.split("@")[-1] if "@" in url else url  # never print a password
+    _print(
+        {"database": where, "revision": revision}
+        if args.json
+        else f"{where} is at revision {revision}",
+        args.json,
+    )
+    return 0
+
+
+async def _tenant_create(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    return TenantObject.of(await service.create_tenant(OPERATOR, args.name))
+
+
+async def _tenant_list(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
+    return [TenantObject.of(t) for t in await service.list_tenants(OPERATOR)]
+
+
+async def _tenant_show(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    return TenantObject.of(await service.get_tenant(OPERATOR, args.name))
+
+
+async def _key_create(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    issued = await service.create_key(
+        OPERATOR,
+        tenant=args.tenant,
+        role=args.role,
+        endpoints=_split(args.endpoints),
+        models=_split(args.models),
+        name=args.name,
+        expires_in=args.expires_in,
+    )
+    return ApiKeyCreated(**ApiKeyObject.of(issued.key).model_dump(), key=issued.secret)
+
+
+async def _key_list(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
+    return [ApiKeyObject.of(k) for k in await service.list_keys(OPERATOR, args.tenant)]
+
+
+async def _key_revoke(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    return ApiKeyObject.of(await service.revoke_key(OPERATOR, args.id))
+
+
+async def _key_rotate(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    issued, old_until = await service.rotate_key(OPERATOR, args.id, args.grace)
+    created = ApiKeyObject.of(issued.key).model_dump()
+    return ApiKeyRotated(**created, key=issued.secret, previous_key_expires_at=int(old_until))
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if isinstance(result, str):
+        print(result)
+        return
+    rows = result if isinstance(result, list) else [result]
+    data = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in rows]
+    if as_json:
+        print(json.dumps(data if isinstance(result, list) else data[0], indent=2))
+        return
+    for row in data:
+        print("  ".join(f"{k}={_text(v)}" for k, v in row.items() if k != "object"))
+    if any("key" in row for row in data):
+        print("shardgate: the key is shown only this once; store it now", file=sys.stderr)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return "-" if value is None else str(value)
+
+
+def _fail(message: str, as_json: bool, body: dict[str, Any] | None = None) -> None:
+    if as_json:
+        print(json.dumps(body or {"error": {"message": message, "type": "error"}}))
+    print(f"shardgate: {message}", file=sys.stderr)

@@ -1,0 +1,51 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations (``migrations/versions``) create
+them; this module is what queries are written against. Times are Unix seconds."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["api_key_secrets", "api_keys", "metadata", "tenants"]
+
+metadata = sa.MetaData()
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant_id", sa.String(32), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(128)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("endpoints", sa.JSON, nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("created_by", sa.String(64)),
+)
+
+# A key has one current secret, and during a rotation's grace period the previous one.
+api_key_secrets = sa.Table(
+    "api_key_secrets",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column(
+        "key_id",
+        sa.String(32),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+)

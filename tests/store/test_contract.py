@@ -1,0 +1,135 @@
+"""The store contract: every backend (SQLite file, SQLite in memory, PostgreSQL) must pass."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shardgate.store import Conflict, NewKey, SqlStore, display_prefix, generate_key, key_digest
+
+
+async def new_key(store: SqlStore, tenant: str = "acme", **fields: object) -> tuple[str, str]:
+    """(key id, secret) of a fresh key."""
+    secret = generate_key()
+    spec = NewKey(tenant=tenant, role=fields.pop("role", "user"), **fields)  # type: ignore[arg-type]
+    key = await store.create_key(spec, key_digest(secret), display_prefix(secret))
+    return key.id, secret
+
+
+async def test_tenants_are_created_listed_and_unique(store: SqlStore) -> None:
+    acme = await store.create_tenant("acme")
+    await store.create_tenant("globex")
+    assert await store.get_tenant("acme") == acme
+    assert await store.get_tenant("nobody") is None
+    assert [t.name for t in await store.list_tenants()] == ["acme", "globex"]
+    with pytest.raises(Conflict):
+        await store.create_tenant("acme")
+
+
+async def test_a_key_is_stored_as_hash_and_prefix_only(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    spec = NewKey(
+        tenant="acme",
+        role="user",
+        endpoints=("chat",),
+        models=("m1", "m2"),
+        name="ci",
+        expires_at=time.time() + 60,
+        created_by="key_admin",
+    )
+    secret = generate_key()
+    key = await store.create_key(spec, key_digest(secret), display_prefix(secret))
+    assert (key.tenant, key.role, key.endpoints, key.models, key.name) == (
+        "acme",
+        "user",
+        ("chat",),
+        ("m1", "m2"),
+        "ci",
+    )
+    assert key.prefix == secret[:10] and key.created_by == "key_admin"
+    assert key.revoked_at is None and key.last_used_at is None
+    assert await store.get_key(key.id) == key
+    match = await store.find_secret(key_digest(secret))
+    assert match is not None and match.key == key and match.expires_at is None
+    assert await store.find_secret(key_digest(secret + "x")) is None
+
+
+async def test_a_key_needs_an_existing_tenant(store: SqlStore) -> None:
+    with pytest.raises(LookupError):
+        await new_key(store, tenant="nobody")
+
+
+async def test_keys_are_listed_per_tenant(store: SqlStore) -> None:
+    for tenant in ("acme", "globex"):
+        await store.create_tenant(tenant)
+    a1, _ = await new_key(store, "acme")
+    g1, _ = await new_key(store, "globex")
+    a2, _ = await new_key(store, "acme")
+    assert [k.id for k in await store.list_keys("acme")] == [a1, a2]
+    assert [k.id for k in await store.list_keys("globex")] == [g1]
+    assert {k.id for k in await store.list_keys()} == {a1, a2, g1}
+    assert await store.list_keys("nobody") == []
+
+
+async def test_revocation_is_recorded_once(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    key_id, secret = await new_key(store)
+    revoked = await store.revoke_key(key_id, now=1000.0)
+    assert revoked is not None and revoked.revoked_at == 1000.0
+    again = await store.revoke_key(key_id, now=2000.0)
+    assert again is not None and again.revoked_at == 1000.0
+    match = await store.find_secret(key_digest(secret))
+    assert match is not None and not match.key.is_active(time.time())
+    assert await store.revoke_key("key_missing", now=1.0) is None
+
+
+async def test_rotation_keeps_the_old_secret_for_the_grace_period(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    key_id, old = await new_key(store)
+    new = generate_key()
+    now = time.time()
+    rotated = await store.rotate_key(key_id, key_digest(new), display_prefix(new), now, now + 60)
+    assert rotated is not None and rotated.prefix == display_prefix(new)
+    old_match = await store.find_secret(key_digest(old))
+    new_match = await store.find_secret(key_digest(new))
+    assert old_match is not None and old_match.expires_at == pytest.approx(now + 60)
+    assert new_match is not None and new_match.expires_at is None
+    assert old_match.key.id == new_match.key.id == key_id
+
+    # A second rotation drops secrets whose grace is over and keeps the rest.
+    newest = generate_key()
+    later = now + 120
+    await store.rotate_key(key_id, key_digest(newest), display_prefix(newest), later, later + 5)
+    assert await store.find_secret(key_digest(old)) is None
+    still = await store.find_secret(key_digest(new))
+    assert still is not None and still.expires_at == pytest.approx(later + 5)
+    assert await store.rotate_key("key_missing", "0" * 64, "sk-sg-0000", now, now) is None
+
+
+async def test_last_used_is_written_in_batches(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    k1, _ = await new_key(store)
+    k2, _ = await new_key(store)
+    await store.touch_keys({})
+    await store.touch_keys({k1: 100.0, k2: 200.0, "key_gone": 300.0})
+    assert [(k.id, k.last_used_at) for k in await store.list_keys("acme")] == [
+        (k1, 100.0),
+        (k2, 200.0),
+    ]
+
+
+async def test_has_admin_key_ignores_revoked_keys(store: SqlStore) -> None:
+    await store.create_tenant("platform")
+    assert not await store.has_admin_key()
+    key_id, _ = await new_key(store, "platform", role="admin")
+    assert await store.has_admin_key()
+    await store.revoke_key(key_id, now=time.time())
+    assert not await store.has_admin_key()
+
+
+async def test_concurrent_writers_do_not_lose_keys(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    created = await asyncio.gather(*(new_key(store) for _ in range(20)))
+    assert {k.id for k in await store.list_keys("acme")} == {key_id for key_id, _ in created}
