@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -123,3 +126,37 @@ def fake_stack(module_tmp: Path) -> Iterator[tuple[Proc, Proc, str]]:
     finally:
         gateway.stop()
         shard.stop()
+
+
+# The server .ci/services.sh starts; trust auth on loopback.
+ADMIN_URL = os.environ.get("SHARDGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database() -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL databases (their URLs); all are dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"shardgate_test_{secrets.token_hex(4)}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    for name in made:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database(new_postgres_database: Callable[[], str]) -> str:
+    """One PostgreSQL database for the whole session."""
+    return new_postgres_database()

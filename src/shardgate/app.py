@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 from prometheus_client import generate_latest
@@ -103,10 +104,11 @@ def create_gateway_app(settings: Settings, store: Store | None = None) -> Starle
         Operation("GET", "/metrics", "metrics", prometheus, "metrics", "Prometheus metrics"),
         *admin_operations(AdminService(store, on_key_change=verifier.forget)),
     ]
-    document = openapi_document(operations, __version__)
+    # The standard json module: the schemas hold integers beyond orjson's 64-bit range.
+    document = json.dumps(openapi_document(operations, __version__)).encode()
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document)
+        return Response(document, media_type="application/json")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
