@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint bench bench-engine bench-gateway services clean
+.PHONY: run test test-all lint bench bench-auth bench-engine bench-gateway services clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/shardgate up
 
-test: $(STAMP)
+test: $(STAMP) services
 	$(PY) -m pytest -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) services
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -31,10 +31,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-bench: bench-gateway bench-engine
+bench: bench-gateway bench-auth bench-engine
 
 bench-gateway: $(STAMP)
 	$(PY) bench/gateway.py
+
+bench-auth: $(STAMP) services
+	$(PY) bench/auth.py
 
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py

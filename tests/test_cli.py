@@ -89,3 +89,22 @@ async def _keys(data_dir: Path) -> list[ApiKey]:
         return await store.list_keys()
     finally:
         await store.close()
+
+
+def test_keys_of_the_old_key_file_are_imported_and_keep_working(tmp_path: Path) -> None:
+    from shardgate.cli import _prepare_database
+    from shardgate.settings import load_settings
+
+    secret = "sk-sg-from-the-json-file-0123456789"
+    record = {"id": "key_old", "hash": key_digest(secret), "prefix": secret[:10], "role": "admin"}
+    (tmp_path / "keys.json").write_text(json.dumps([{**record, "tenant": "default"}]))
+    settings = load_settings(overrides={"data_dir": tmp_path}, environ={})
+    assert _prepare_database(settings, announce=True) == 0
+    (key,) = asyncio.run(_keys(tmp_path))
+    assert (key.role, key.tenant, key.endpoints, key.prefix) == (
+        "admin",
+        "platform",
+        ("*",),
+        secret[:10],
+    )
+    assert not (tmp_path / "keys.json").exists() and (tmp_path / "keys.json.imported").exists()

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from shardgate.admin.service import OPERATOR, AdminService
-from shardgate.errors import AuthenticationFailed
+from shardgate.errors import AuthenticationFailed, ServiceUnavailable
 from shardgate.identity import KeyVerifier
-from shardgate.store import SecretMatch, SqlStore, open_store
+from shardgate.store import SecretMatch, SqlStore, connect, open_store
 
 
 class Clock:
@@ -155,3 +155,13 @@ async def test_last_used_is_written_in_one_batch(store: CountingStore) -> None:
     assert key is not None and key.last_used_at == clock.now - 1
     await verifier.flush()
     assert store.touched[-1] == {}
+
+
+async def test_an_unreachable_store_fails_closed_with_503() -> None:
+    # Nothing listens on port 1: every lookup fails to connect.
+    unreachable = SqlStore(connect("postgresql://postgres@127.0.0.1:1/none"))
+    verifier = KeyVerifier(unreachable, cache_ttl_s=5)
+    with pytest.raises(ServiceUnavailable) as caught:
+        await verifier.verify("sk-sg-some-key")
+    assert caught.value.status_code == 503 and caught.value.code == "store_unavailable"
+    await unreachable.close()

@@ -56,9 +56,14 @@ async def test_a_key_is_stored_as_hash_and_prefix_only(store: SqlStore) -> None:
     assert await store.find_secret(key_digest(secret + "x")) is None
 
 
-async def test_a_key_needs_an_existing_tenant(store: SqlStore) -> None:
+async def test_a_key_needs_an_existing_tenant_and_a_new_secret(store: SqlStore) -> None:
     with pytest.raises(LookupError):
         await new_key(store, tenant="nobody")
+    await store.create_tenant("acme")
+    await store.create_key(NewKey("acme", "user"), "d" * 64, "sk-sg-dddd")
+    with pytest.raises(Conflict):
+        await store.create_key(NewKey("acme", "admin"), "d" * 64, "sk-sg-dddd")
+    assert [k.role for k in await store.list_keys("acme")] == ["user"]
 
 
 async def test_keys_are_listed_per_tenant(store: SqlStore) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shardgate.errors import AuthenticationFailed
+from shardgate.errors import AuthenticationFailed, ServiceUnavailable
 from shardgate.store import KeyStore, Principal
 from shardgate.store.keys import MAX_KEY_LENGTH, key_digest
 
@@ -73,7 +73,14 @@ class KeyVerifier:
 
     async def _lookup(self, digest: str, now: float) -> tuple[Principal, float]:
         self._cache.pop(digest, None)
-        match = await self._store.find_secret(digest)
+        try:
+            match = await self._store.find_secret(digest)
+        except Exception as exc:  # fail closed, and say it is the store, not the key
+            log.error("the key store is unavailable: %s", exc.__class__.__name__)
+            raise ServiceUnavailable(
+                "cannot check the API key now: the key store is unavailable",
+                code="store_unavailable",
+            ) from None
         if match is None or not hmac.compare_digest(match.digest, digest):
             raise AuthenticationFailed(INVALID, reason="unknown")
         key = match.key

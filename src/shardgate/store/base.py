@@ -26,7 +26,8 @@ class TenantStore(Protocol):
 
 class KeyStore(Protocol):
     async def create_key(self, spec: NewKey, digest: str, prefix: str) -> ApiKey:
-        """Raises ``LookupError`` if the tenant does not exist."""
+        """Raises ``LookupError`` if the tenant does not exist, ``Conflict`` if the
+        digest is already stored."""
 
     async def get_key(self, key_id: str) -> ApiKey | None: ...
 

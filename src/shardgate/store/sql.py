@@ -28,6 +28,8 @@ _FIND_SECRET = (
     .add_columns(*_KEY_COLUMNS)
     .join(api_keys, api_keys.c.id == api_key_secrets.c.key_id)
     .join(tenants, tenants.c.id == api_keys.c.tenant_id)
+    # Built once with a bound parameter: SQLAlchemy then reuses its compiled form.
+    .where(api_key_secrets.c.digest == sa.bindparam("digest"))
 )
 
 
@@ -68,6 +70,12 @@ class SqlStore:
     # keys
 
     async def create_key(self, spec: NewKey, digest: str, prefix: str) -> ApiKey:
+        try:
+            return await self._insert_key(spec, digest, prefix)
+        except IntegrityError:  # two processes bootstrapping the same key, say
+            raise Conflict("a key with this secret already exists") from None
+
+    async def _insert_key(self, spec: NewKey, digest: str, prefix: str) -> ApiKey:
         key_id, now = _new_id("key"), time.time()
         async with self.engine.begin() as conn:
             tenant_id = await conn.scalar(
@@ -141,9 +149,7 @@ class SqlStore:
 
     async def find_secret(self, digest: str) -> SecretMatch | None:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(_FIND_SECRET.where(api_key_secrets.c.digest == digest))
-            ).first()
+            row = (await conn.execute(_FIND_SECRET, {"digest": digest})).first()
         if row is None:
             return None
         return SecretMatch(row.digest, row.secret_expires_at, _api_key(row._mapping))
