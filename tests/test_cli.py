@@ -108,3 +108,14 @@ def test_keys_of_the_old_key_file_are_imported_and_keep_working(tmp_path: Path) 
         secret[:10],
     )
     assert not (tmp_path / "keys.json").exists() and (tmp_path / "keys.json.imported").exists()
+
+
+def test_up_hands_its_database_to_the_gateway_only() -> None:
+    from shardgate.settings import load_settings
+    from shardgate.supervisor import plan_children
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    settings = load_settings(overrides={"database_url": url}, environ={})
+    *shards, gateway = plan_children(settings, None)[0]
+    assert load_settings(environ=gateway.env).database_url.get_secret_value() == url  # type: ignore[union-attr]
+    assert all("SHARDGATE_DATABASE_URL" not in shard.env for shard in shards)

@@ -67,9 +67,16 @@ def plan_children(settings: Settings, config_file: str | None) -> tuple[list[Chi
         env={
             "SHARDGATE_SHARDS": yaml.safe_dump(shards, default_flow_style=True).strip(),
             **_tls_environ(settings, "gateway"),
+            **_database_environ(settings),
         },
     )
     return [*children, gateway], urls
+
+
+def _database_environ(settings: Settings) -> dict[str, str]:
+    """``up --database-url`` reaches the gateway (shards keep no state)."""
+    url = settings.database_url
+    return {} if url is None else {"SHARDGATE_DATABASE_URL": url.get_secret_value()}
 
 
 def _tls_environ(settings: Settings, role: str) -> dict[str, str]:
