@@ -215,10 +215,16 @@ def test_cli_manages_keys_while_the_gateway_runs(stack: tuple[Proc, Path]) -> No
     listed = shardgate(data, "keys", "list", "--tenant", "initech")
     assert [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
     assert [t["name"] for t in shardgate(data, "tenants", "list")].count("initech") == 1
+    rotated = shardgate(data, "keys", "rotate", created["id"], "--grace", "1h")
+    assert rotated["id"] == created["id"] and rotated["key"] != created["key"]
+    assert rotated["previous_key_expires_at"] == pytest.approx(time.time() + 3600, abs=60)
+    assert chat(gateway, rotated["key"]).status_code == 200
+    assert chat(gateway, created["key"]).status_code == 200  # within its grace period
     revoked = shardgate(data, "keys", "revoke", created["id"])
     assert revoked["revoked_at"] is not None
-    delay = wait_for_status(gateway, created["key"], 401, TTL_S + 1.0)
-    assert delay <= TTL_S + 1.0
+    for secret in (created["key"], rotated["key"]):
+        delay = wait_for_status(gateway, secret, 401, TTL_S + 1.0)
+        assert delay <= TTL_S + 1.0
 
 
 def test_last_used_is_recorded(gateway: Proc) -> None:

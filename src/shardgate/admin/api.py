@@ -18,7 +18,7 @@ from shardgate.admin.protocol import (
     TenantList,
     TenantObject,
 )
-from shardgate.admin.service import AdminService, IssuedKey
+from shardgate.admin.service import AdminService
 from shardgate.openapi import Operation
 from shardgate.pipeline.base import Handler
 from shardgate.pipeline.context import RequestContext
@@ -72,7 +72,7 @@ def admin_operations(service: AdminService) -> list[Operation]:
             name=body.name,
             expires_in=body.expires_in,
         )
-        return reply(_created(issued))
+        return reply(ApiKeyCreated.issued(issued.key, issued.secret))
 
     async def get_key(ctx: RequestContext) -> Response:
         key_id = ctx.request.path_params["key_id"]
@@ -86,10 +86,7 @@ def admin_operations(service: AdminService) -> list[Operation]:
         assert isinstance(ctx.parsed, KeyRotateRequest)
         key_id = ctx.request.path_params["key_id"]
         issued, old_until = await service.rotate_key(actor(ctx), key_id, ctx.parsed.grace_period)
-        rotated = ApiKeyRotated(
-            **_created(issued).model_dump(), previous_key_expires_at=int(old_until)
-        )
-        return reply(rotated)
+        return reply(ApiKeyRotated.rotated(issued.key, issued.secret, old_until))
 
     async def list_roles(ctx: RequestContext) -> Response:
         roles = [RoleObject(name=n, description=d) for n, d in ROLE_DESCRIPTIONS.items()]
@@ -203,7 +200,3 @@ def admin_operations(service: AdminService) -> list[Operation]:
             response=RoleList,
         ),
     ]
-
-
-def _created(issued: IssuedKey) -> ApiKeyCreated:
-    return ApiKeyCreated(**ApiKeyObject.of(issued.key).model_dump(), key=issued.secret)

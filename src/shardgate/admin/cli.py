@@ -140,7 +140,7 @@ async def _key_create(service: AdminService, args: argparse.Namespace) -> BaseMo
         name=args.name,
         expires_in=args.expires_in,
     )
-    return ApiKeyCreated(**ApiKeyObject.of(issued.key).model_dump(), key=issued.secret)
+    return ApiKeyCreated.issued(issued.key, issued.secret)
 
 
 async def _key_list(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
@@ -153,8 +153,7 @@ async def _key_revoke(service: AdminService, args: argparse.Namespace) -> BaseMo
 
 async def _key_rotate(service: AdminService, args: argparse.Namespace) -> BaseModel:
     issued, old_until = await service.rotate_key(OPERATOR, args.id, args.grace)
-    created = ApiKeyObject.of(issued.key).model_dump()
-    return ApiKeyRotated(**created, key=issued.secret, previous_key_expires_at=int(old_until))
+    return ApiKeyRotated.rotated(issued.key, issued.secret, old_until)
 
 
 def _split(value: str) -> list[str]:

@@ -112,9 +112,18 @@ class ApiKeyObject(BaseModel):
 class ApiKeyCreated(ApiKeyObject):
     key: str = Field(description="the secret: shown only in this response")
 
+    @classmethod
+    def issued(cls, key: ApiKey, secret: str) -> ApiKeyCreated:
+        return cls(**ApiKeyObject.of(key).model_dump(), key=secret)
+
 
 class ApiKeyRotated(ApiKeyCreated):
     previous_key_expires_at: int = Field(description="when the replaced secret stops working")
+
+    @classmethod
+    def rotated(cls, key: ApiKey, secret: str, previous_until: float) -> ApiKeyRotated:
+        created = ApiKeyObject.of(key).model_dump()
+        return cls(**created, key=secret, previous_key_expires_at=int(previous_until))
 
 
 class ApiKeyList(BaseModel):
