@@ -119,3 +119,32 @@ def test_up_hands_its_database_to_the_gateway_only() -> None:
     *shards, gateway = plan_children(settings, None)[0]
     assert load_settings(environ=gateway.env).database_url.get_secret_value() == url  # type: ignore[union-attr]
     assert all("SHARDGATE_DATABASE_URL" not in shard.env for shard in shards)
+
+
+def test_db_upgrade_reports_the_revision_on_sqlite_and_postgresql(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    from shardgate.store.database import head_revision
+
+    on_sqlite = run("db", "upgrade", "--json", "--data-dir", str(tmp_path))
+    assert on_sqlite.returncode == 0, on_sqlite.stderr
+    assert json.loads(on_sqlite.stdout)["revision"] == head_revision()
+    assert (tmp_path / "shardgate.db").exists()
+    on_postgres = run("db", "upgrade", "--database-url", postgres_database)
+    assert on_postgres.returncode == 0, on_postgres.stderr
+    assert on_postgres.stdout.strip().endswith(f"is at revision {head_revision()}")
+    refused = run("db", "upgrade", "--database-url", "mysql://nobody@127.0.0.1/x")
+    assert refused.returncode == 1 and "unsupported database 'mysql'" in refused.stderr
+
+
+def test_an_unusable_database_is_one_clear_line() -> None:
+    refused = run("keys", "list", "--database-url", "postgresql://nobody@127.0.0.1:5432/test")
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip() == 'shardgate: cannot use the database: role "nobody" does not exist'
+    )
+    closed = run(
+        "tenants", "list", "--json", "--database-url", "postgresql://postgres@127.0.0.1:1/x"
+    )
+    assert closed.returncode == 1 and "Traceback" not in closed.stderr
+    assert json.loads(closed.stdout)["error"]["message"].startswith("cannot use the database")

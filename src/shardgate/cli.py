@@ -266,7 +266,7 @@ def _certs_init(settings: Settings, args: argparse.Namespace) -> int:
 def _prepare_database(settings: Settings, announce: bool) -> int:
     """Upgrade the schema in place and make sure an admin key exists."""
     from shardgate.admin.bootstrap import ensure_admin_key, prepare_database
-    from shardgate.store import DatabaseError
+    from shardgate.store import STORE_ERRORS
 
     async def prepare() -> str | None:
         store = await prepare_database(settings)
@@ -279,7 +279,7 @@ def _prepare_database(settings: Settings, announce: bool) -> int:
 
     try:
         secret = asyncio.run(prepare())
-    except (DatabaseError, OSError) as exc:
+    except STORE_ERRORS as exc:
         print(f"shardgate: cannot prepare the database: {exc}", file=sys.stderr)
         return 1
     if secret is not None:

@@ -18,7 +18,7 @@ from shardgate.admin.protocol import ApiKeyCreated, ApiKeyObject, ApiKeyRotated,
 from shardgate.admin.service import OPERATOR, AdminService
 from shardgate.errors import ShardgateError
 from shardgate.settings import Settings
-from shardgate.store import ROLES, DatabaseError, database_url
+from shardgate.store import ROLES, STORE_ERRORS, database_url
 
 __all__ = ["add_admin_commands"]
 
@@ -77,7 +77,7 @@ def _runner(action: Action) -> Callable[[Settings, argparse.Namespace], int]:
         except ShardgateError as exc:
             _fail(exc.message, args.json, exc.body())
             return 1
-        except (DatabaseError, OSError) as exc:
+        except STORE_ERRORS as exc:
             _fail(f"cannot use the database: {exc}", args.json)
             return 1
         _print(result, args.json)
@@ -104,7 +104,7 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         revision = asyncio.run(upgrade())
-    except (DatabaseError, OSError) as exc:
+    except STORE_ERRORS as exc:
         _fail(f"cannot upgrade the database: {exc}", args.json)
         return 1
     url = database_url(settings)

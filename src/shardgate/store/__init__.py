@@ -1,7 +1,13 @@
 """Storage seams (protocols) and their SQL implementation, with schema migrations."""
 
 from shardgate.store.base import Conflict, KeyStore, Store, TenantStore
-from shardgate.store.database import DatabaseError, connect, database_url, upgrade
+from shardgate.store.database import (
+    STORE_ERRORS,
+    DatabaseError,
+    connect,
+    database_url,
+    upgrade,
+)
 from shardgate.store.keys import KEY_PREFIX, display_prefix, generate_key, key_digest
 from shardgate.store.records import (
     ALL,
@@ -21,6 +27,7 @@ __all__ = [
     "ENDPOINTS",
     "KEY_PREFIX",
     "ROLES",
+    "STORE_ERRORS",
     "ApiKey",
     "Conflict",
     "DatabaseError",

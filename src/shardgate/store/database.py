@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -26,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 from shardgate.settings import Settings
 
 __all__ = [
+    "STORE_ERRORS",
     "DatabaseError",
     "connect",
     "current_revision",
@@ -42,6 +44,10 @@ _PG_UPGRADE_LOCK = 0x5A4D_6761_7465
 
 class DatabaseError(Exception):
     """The database URL is not usable."""
+
+
+# What using the database can raise: a bad URL, no server, refused credentials, SQL errors.
+STORE_ERRORS = (DatabaseError, OSError, sa.exc.SQLAlchemyError, asyncpg.PostgresError)
 
 
 def database_url(settings: Settings) -> str:
