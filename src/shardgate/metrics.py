@@ -78,6 +78,30 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.rejections = Counter(
+            "shardgate_rejections",
+            "Requests refused before reaching a shard, by reason (rate and concurrency "
+            "limits, budgets, edge protection, load shedding)",
+            ["reason"],
+            registry=r,
+        )
+        self.limiter_latency = Histogram(
+            "shardgate_limiter_duration_seconds",
+            "Time the rate limiter took to admit or refuse a request",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5),
+            registry=r,
+        )
+        self.counter_store_errors = Counter(
+            "shardgate_counter_store_errors",
+            "Failed operations on the counter store (Redis)",
+            registry=r,
+        )
+        self.counter_store_switches = Counter(
+            "shardgate_counter_store_switches",
+            "Switches between using the counter store and failing open/closed without it",
+            ["to"],
+            registry=r,
+        )
         self.shard_up = Gauge(
             "shardgate_shard_up",
             "1 when the shard answers its readiness check",

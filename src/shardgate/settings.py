@@ -25,6 +25,8 @@ from pydantic import (
 
 __all__ = [
     "AuthSettings",
+    "CounterSettings",
+    "LimitSettings",
     "EngineSettings",
     "ModelSpec",
     "Settings",
@@ -68,6 +70,29 @@ class AuthSettings(_Frozen):
         "this bounds how long a revoked key keeps working on another gateway",
     )
     last_used_flush_s: float = Field(10.0, gt=0, description="how often last-used times are saved")
+
+
+class LimitSettings(_Frozen):
+    """Default rate limits and token budgets (unset: unlimited). A tenant's or key's own
+    limits, set through the admin API or CLI, replace these."""
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="prompt + completion tokens per minute")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at once")
+    daily_tokens: int | None = Field(None, ge=1, description="tokens per UTC day, a hard stop")
+    monthly_tokens: int | None = Field(None, ge=1, description="tokens per UTC month")
+
+
+class CounterSettings(_Frozen):
+    """Where rate-limit counters live: this process (one gateway) or Redis (any number)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field("shardgate", description="prefix of every Redis key")
+    timeout_s: float = Field(0.25, gt=0)
+    on_error: Literal["closed", "open"] = Field(
+        "closed", description="when the counter store fails: refuse requests (503) or admit them"
+    )
 
 
 class TlsSettings(_Frozen):
@@ -161,6 +186,11 @@ class Settings(_Frozen):
     # postgresql://user@host/db or sqlite:///path; default: SQLite in the data directory.
     database_url: SecretStr | None = None
     auth: AuthSettings = AuthSettings()
+    key_limits: LimitSettings = LimitSettings()
+    tenant_limits: LimitSettings = LimitSettings()
+    counters: CounterSettings = CounterSettings()
+    # How many gateway processes share the store and counters; over 1 needs Redis counters.
+    gateway_replicas: int = Field(1, ge=1)
     tls: TlsSettings = TlsSettings()
     shard_tls: ShardTlsSettings = ShardTlsSettings()
 
@@ -222,7 +252,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-_RAW_STRINGS = {"bootstrap_key", "database_url", "url", "host"}
+_RAW_STRINGS = {"bootstrap_key", "database_url", "redis_url", "url", "host"}
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

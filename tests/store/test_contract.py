@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from shardgate.store import Conflict, NewKey, SqlStore, display_prefix, generate_key, key_digest
+from shardgate.store import (
+    Conflict,
+    Limits,
+    NewKey,
+    SqlStore,
+    display_prefix,
+    generate_key,
+    key_digest,
+)
 
 
 async def new_key(store: SqlStore, tenant: str = "acme", **fields: object) -> tuple[str, str]:
@@ -138,3 +146,21 @@ async def test_concurrent_writers_do_not_lose_keys(store: SqlStore) -> None:
     await store.create_tenant("acme")
     created = await asyncio.gather(*(new_key(store) for _ in range(20)))
     assert {k.id for k in await store.list_keys("acme")} == {key_id for key_id, _ in created}
+
+
+async def test_limits_are_stored_on_tenants_and_keys(store: SqlStore) -> None:
+    acme = await store.create_tenant("acme", Limits(rpm=600, monthly_tokens=10**9))
+    assert acme.limits == Limits(rpm=600, monthly_tokens=10**9)
+    assert await store.get_tenant("acme") == acme
+    spec = NewKey("acme", "user", limits=Limits(rpm=60, tpm=1000, concurrency=2))
+    key = await store.create_key(spec, "e" * 64, "sk-sg-eeee")
+    assert key.limits == Limits(rpm=60, tpm=1000, concurrency=2)
+    match = await store.find_secret("e" * 64)
+    assert match is not None and match.tenant_limits == acme.limits
+    assert match.key.limits == key.limits
+    changed = await store.set_key_limits(key.id, Limits(daily_tokens=5000))
+    assert changed is not None and changed.limits == Limits(daily_tokens=5000)
+    tenant = await store.set_tenant_limits("acme", Limits(tpm=90_000))
+    assert tenant is not None and tenant.limits == Limits(tpm=90_000)
+    assert await store.set_tenant_limits("nobody", Limits()) is None
+    assert await store.set_key_limits("key_missing", Limits()) is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shardgate.store import NewKey, SqlStore, connect, upgrade
+from shardgate.store import Limits, NewKey, SqlStore, connect, upgrade
 from shardgate.store.database import current_revision, downgrade, head_revision
 
 
@@ -53,5 +53,31 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
         async with engine.connect() as conn:
             assert (await conn.scalar(sa.text("PRAGMA journal_mode"))) == "wal"
             assert (await conn.scalar(sa.text("PRAGMA foreign_keys"))) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_limits_migration_upgrades_a_database_with_keys_in_place(database_url: str) -> None:
+    engine = connect(database_url)
+    try:
+        await downgrade(engine, "base")
+        await upgrade(engine, "0001")
+        async with engine.begin() as conn:  # rows written by the 0001 schema
+            await conn.execute(
+                sa.text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_1', 'old', 1.0)")
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO api_keys (id, tenant_id, role, endpoints, models, prefix, "
+                    "created_at) VALUES ('key_1', 'ten_1', 'user', '[\"chat\"]', '[]', "
+                    "'sk-sg-abcd', 2.0)"
+                )
+            )
+        assert await upgrade(engine) == head_revision()
+        store = SqlStore(engine)
+        (key,) = await store.list_keys("old")
+        assert (key.id, key.endpoints, key.limits) == ("key_1", ("chat",), Limits())
+        assert await store.set_key_limits("key_1", Limits(rpm=5)) is not None
+        assert (await store.get_key("key_1")).limits.rpm == 5  # type: ignore[union-attr]
     finally:
         await engine.dispose()

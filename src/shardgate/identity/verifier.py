@@ -90,7 +90,7 @@ class KeyVerifier:
         valid_until = min(ends, default=float("inf"))
         if now >= valid_until:
             raise AuthenticationFailed(INVALID, reason="expired")
-        return Principal.of(key), valid_until
+        return Principal.of(key, match.tenant_limits), valid_until
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (after it was revoked or rotated here)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from shardgate.store.records import ApiKey, NewKey, SecretMatch, Tenant
+from shardgate.store.records import ApiKey, Limits, NewKey, SecretMatch, Tenant
 
 __all__ = ["Conflict", "KeyStore", "Store", "TenantStore"]
 
@@ -16,12 +16,14 @@ class Conflict(Exception):
 
 
 class TenantStore(Protocol):
-    async def create_tenant(self, name: str) -> Tenant:
+    async def create_tenant(self, name: str, limits: Limits = ...) -> Tenant:
         """Raises ``Conflict`` if the name is taken."""
 
     async def get_tenant(self, name: str) -> Tenant | None: ...
 
     async def list_tenants(self) -> list[Tenant]: ...
+
+    async def set_tenant_limits(self, name: str, limits: Limits) -> Tenant | None: ...
 
 
 class KeyStore(Protocol):
@@ -30,6 +32,8 @@ class KeyStore(Protocol):
         digest is already stored."""
 
     async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def set_key_limits(self, key_id: str, limits: Limits) -> ApiKey | None: ...
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]: ...
 

@@ -5,15 +5,17 @@ Roles, and the endpoint names that scopes refer to, are defined here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Final, Literal, get_args
 
 __all__ = [
     "ALL",
     "ENDPOINTS",
+    "NO_LIMITS",
     "READ_ONLY_ENDPOINTS",
     "ROLES",
     "ApiKey",
+    "Limits",
     "NewKey",
     "Principal",
     "Role",
@@ -31,10 +33,34 @@ READ_ONLY_ENDPOINTS: Final = frozenset({"models", "metrics"})
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Rate limits and token budgets; None leaves a limit to the settings' default."""
+
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens (prompt + completion) per minute
+    concurrency: int | None = None  # requests in flight at once
+    daily_tokens: int | None = None  # per UTC day, a hard stop
+    monthly_tokens: int | None = None  # per UTC calendar month, a hard stop
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits, with the defaults filling in what is not set."""
+        return Limits(
+            *(
+                mine if mine is not None else default
+                for mine, default in zip(astuple(self), astuple(defaults), strict=True)
+            )
+        )
+
+
+NO_LIMITS: Final = Limits()
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     name: str
     created_at: float
+    limits: Limits = NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,7 @@ class NewKey:
     name: str | None = None
     expires_at: float | None = None
     created_by: str | None = None
+    limits: Limits = NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,7 @@ class ApiKey:
     revoked_at: float | None
     last_used_at: float | None
     created_by: str | None
+    limits: Limits = NO_LIMITS
 
     def is_active(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -79,6 +107,7 @@ class SecretMatch:
     digest: str
     expires_at: float | None
     key: ApiKey
+    tenant_limits: Limits = NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -90,10 +119,20 @@ class Principal:
     role: Role
     endpoints: frozenset[str] = frozenset()
     models: frozenset[str] = frozenset()
+    key_limits: Limits = NO_LIMITS
+    tenant_limits: Limits = NO_LIMITS
 
     @classmethod
-    def of(cls, key: ApiKey) -> Principal:
-        return cls(key.id, key.tenant, key.role, frozenset(key.endpoints), frozenset(key.models))
+    def of(cls, key: ApiKey, tenant_limits: Limits = NO_LIMITS) -> Principal:
+        return cls(
+            key.id,
+            key.tenant,
+            key.role,
+            frozenset(key.endpoints),
+            frozenset(key.models),
+            key.limits,
+            tenant_limits,
+        )
 
     def may_call(self, endpoint: str) -> bool:
         if endpoint == "metrics":  # platform-wide figures: never implied by "*"

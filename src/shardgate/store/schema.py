@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["api_key_secrets", "api_keys", "metadata", "tenants"]
+__all__ = ["LIMIT_COLUMNS", "api_key_secrets", "api_keys", "metadata", "tenants"]
 
 metadata = sa.MetaData()
+
+# Rate limits and budgets (records.Limits), on tenants and on keys; NULL = the default.
+LIMIT_COLUMNS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
+
+
+def _limit_columns() -> list[sa.Column[int]]:
+    return [sa.Column(name, sa.BigInteger) for name in LIMIT_COLUMNS]
+
 
 tenants = sa.Table(
     "tenants",
@@ -15,6 +23,7 @@ tenants = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    *_limit_columns(),
 )
 
 api_keys = sa.Table(
@@ -32,6 +41,7 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
     sa.Column("created_by", sa.String(64)),
+    *_limit_columns(),
 )
 
 # A key has one current secret, and during a rotation's grace period the previous one.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
@@ -16,12 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shardgate.store.base import Conflict
-from shardgate.store.records import ApiKey, NewKey, SecretMatch, Tenant
-from shardgate.store.schema import api_key_secrets, api_keys, tenants
+from shardgate.store.records import NO_LIMITS, ApiKey, Limits, NewKey, SecretMatch, Tenant
+from shardgate.store.schema import LIMIT_COLUMNS, api_key_secrets, api_keys, tenants
 
 __all__ = ["SqlStore"]
 
-_KEY_COLUMNS = (*api_keys.c, tenants.c.name.label("tenant_name"))
+_TENANT_LIMITS = tuple(tenants.c[name].label("tenant_" + name) for name in LIMIT_COLUMNS)
+_KEY_COLUMNS = (*api_keys.c, tenants.c.name.label("tenant_name"), *_TENANT_LIMITS)
 _KEYS = sa.select(*_KEY_COLUMNS).join(tenants, tenants.c.id == api_keys.c.tenant_id)
 _FIND_SECRET = (
     sa.select(api_key_secrets.c.digest, api_key_secrets.c.expires_at.label("secret_expires_at"))
@@ -46,13 +48,12 @@ class SqlStore:
 
     # tenants
 
-    async def create_tenant(self, name: str) -> Tenant:
-        tenant = Tenant(_new_id("ten"), name, time.time())
+    async def create_tenant(self, name: str, limits: Limits = NO_LIMITS) -> Tenant:
+        tenant = Tenant(_new_id("ten"), name, time.time(), limits)
+        values = {"id": tenant.id, "name": name, "created_at": tenant.created_at}
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    tenants.insert().values(id=tenant.id, name=name, created_at=tenant.created_at)
-                )
+                await conn.execute(tenants.insert().values(**values, **asdict(limits)))
         except IntegrityError:
             raise Conflict(f"a tenant named '{name}' already exists") from None
         return tenant
@@ -60,12 +61,19 @@ class SqlStore:
     async def get_tenant(self, name: str) -> Tenant | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(tenants.select().where(tenants.c.name == name))).first()
-        return None if row is None else Tenant(row.id, row.name, row.created_at)
+        return None if row is None else _tenant(row._mapping)
 
     async def list_tenants(self) -> list[Tenant]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(tenants.select().order_by(tenants.c.created_at))
-        return [Tenant(r.id, r.name, r.created_at) for r in rows]
+        return [_tenant(r._mapping) for r in rows]
+
+    async def set_tenant_limits(self, name: str, limits: Limits) -> Tenant | None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tenants.update().where(tenants.c.name == name).values(**asdict(limits))
+            )
+        return await self.get_tenant(name)
 
     # keys
 
@@ -95,6 +103,7 @@ class SqlStore:
                     created_at=now,
                     expires_at=spec.expires_at,
                     created_by=spec.created_by,
+                    **asdict(spec.limits),
                 )
             )
             await conn.execute(
@@ -112,6 +121,13 @@ class SqlStore:
             query = query.where(tenants.c.name == tenant)
         async with self.engine.connect() as conn:
             return [_api_key(r._mapping) for r in await conn.execute(query)]
+
+    async def set_key_limits(self, key_id: str, limits: Limits) -> ApiKey | None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id).values(**asdict(limits))
+            )
+            return await self._key(conn, key_id)
 
     async def revoke_key(self, key_id: str, now: float) -> ApiKey | None:
         async with self.engine.begin() as conn:
@@ -152,7 +168,9 @@ class SqlStore:
             row = (await conn.execute(_FIND_SECRET, {"digest": digest})).first()
         if row is None:
             return None
-        return SecretMatch(row.digest, row.secret_expires_at, _api_key(row._mapping))
+        row_map = row._mapping
+        tenant_limits = Limits(*(row_map["tenant_" + name] for name in LIMIT_COLUMNS))
+        return SecretMatch(row.digest, row.secret_expires_at, _api_key(row_map), tenant_limits)
 
     async def touch_keys(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
@@ -191,4 +209,13 @@ def _api_key(row: RowMapping) -> ApiKey:
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
         created_by=row["created_by"],
+        limits=_limits(row),
     )
+
+
+def _tenant(row: RowMapping) -> Tenant:
+    return Tenant(row["id"], row["name"], row["created_at"], _limits(row))
+
+
+def _limits(row: RowMapping) -> Limits:
+    return Limits(*(row[name] for name in LIMIT_COLUMNS))
