@@ -18,6 +18,7 @@ from shardgate.admin.service import AdminService
 from shardgate.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shardgate.errors import ServiceUnavailable
 from shardgate.identity import KeyVerifier
+from shardgate.limits import CounterStore, RateLimiter, counters_for, limits_of
 from shardgate.metrics import GatewayMetrics
 from shardgate.openapi import Operation, openapi_document
 from shardgate.pipeline import Pipeline, RequestContext
@@ -26,6 +27,7 @@ from shardgate.pipeline.authorize import Authorize, AuthorizeModel
 from shardgate.pipeline.edge import EdgeGuard
 from shardgate.pipeline.observe import Observe
 from shardgate.pipeline.parse import ParseRequest
+from shardgate.pipeline.ratelimit import RateLimit
 from shardgate.pipeline.route import RouteToShard
 from shardgate.routing import ShardClient, ShardRegistry
 from shardgate.security import shard_client_ssl
@@ -36,9 +38,12 @@ from shardgate.web import JSONResponse, exception_handlers
 __all__ = ["create_gateway_app"]
 
 
-def create_gateway_app(settings: Settings, store: Store | None = None) -> Starlette:
+def create_gateway_app(
+    settings: Settings, store: Store | None = None, counters: CounterStore | None = None
+) -> Starlette:
     """The gateway. ``store`` defaults to the configured database, whose schema must be
-    current (``shardgate gateway`` and ``up`` upgrade it before serving)."""
+    current (``shardgate gateway`` and ``up`` upgrade it before serving); ``counters`` to
+    the configured counter store."""
     store = store or SqlStore(connect(database_url(settings)))
     metrics = GatewayMetrics()
     verifier = KeyVerifier(store, settings.auth.cache_ttl_s, settings.auth.last_used_flush_s)
@@ -48,6 +53,14 @@ def create_gateway_app(settings: Settings, store: Store | None = None) -> Starle
     registry = ShardRegistry(
         settings.shards, client, metrics, interval_s=settings.shard_health_interval_s
     )
+    limiter = RateLimiter(
+        counters or counters_for(settings),
+        limits_of(settings.key_limits),
+        limits_of(settings.tenant_limits),
+        metrics,
+        on_error=settings.counters.on_error,
+        slot_ttl_s=settings.shard_read_timeout_s + 60,
+    )
     pipeline = Pipeline(
         [
             Observe(metrics),
@@ -56,6 +69,7 @@ def create_gateway_app(settings: Settings, store: Store | None = None) -> Starle
             Authorize(),
             ParseRequest(),
             AuthorizeModel(),
+            RateLimit(limiter),
         ]
     )
     route = RouteToShard(registry, client)
@@ -130,6 +144,8 @@ def create_gateway_app(settings: Settings, store: Store | None = None) -> Starle
         finally:
             await registry.stop()
             await verifier.stop()
+            await limiter.drain()
+            await limiter.counters.close()
             await client.close()
             await store.close()
 

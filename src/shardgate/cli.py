@@ -152,6 +152,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from shardgate.limits import check_counter_settings
     from shardgate.security import check_shard_urls, gateway_listener
     from shardgate.serve import configure_logging, serve
     from shardgate.settings import ShardEndpoint
@@ -162,6 +163,7 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"shards": shards})
     try:
         check_shard_urls(settings)
+        check_counter_settings(settings)
         tls = gateway_listener(settings)
     except SettingsError as exc:
         print(f"shardgate: {exc}".replace("\n", "\nshardgate: "), file=sys.stderr)

@@ -8,13 +8,17 @@ ShardgateError                     500 internal_error
 ├── NotFound                       404 not_found_error
 │   └── ModelNotFound              404 not_found_error (code model_not_found)
 ├── MethodNotAllowed               405 invalid_request_error
+├── RequestTimeout                 408 invalid_request_error (code request_timeout)
 ├── AlreadyExists                  409 invalid_request_error (code already_exists)
+├── TooManyRequests                429 requests (code rate_limit_exceeded)
+│   └── QuotaExceeded              429 insufficient_quota
 └── ServiceUnavailable             503 service_unavailable
     └── ShardUnavailable           503 (no shard could serve the model)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -26,9 +30,12 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "QuotaExceeded",
+    "RequestTimeout",
     "ServiceUnavailable",
     "ShardUnavailable",
     "ShardgateError",
+    "TooManyRequests",
     "error_body",
 ]
 
@@ -38,11 +45,19 @@ class ShardgateError(Exception):
     error_type = "internal_error"
     default_code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.param, self.code)
@@ -63,8 +78,15 @@ class AuthenticationFailed(ShardgateError):
     error_type = "authentication_error"
     default_code = "invalid_api_key"
 
-    def __init__(self, message: str, *, code: str | None = None, reason: str = "invalid"):
-        super().__init__(message, code=code)
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        reason: str = "invalid",
+        headers: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message, code=code, headers=headers)
         self.reason = reason  # for metrics only: the caller never learns why
 
 
@@ -87,10 +109,27 @@ class MethodNotAllowed(ShardgateError):
     error_type = "invalid_request_error"
 
 
+class RequestTimeout(ShardgateError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class AlreadyExists(ShardgateError):
     status_code = 409
     error_type = "invalid_request_error"
     default_code = "already_exists"
+
+
+class TooManyRequests(ShardgateError):
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(TooManyRequests):
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
 
 
 class ServiceUnavailable(ShardgateError):

@@ -26,8 +26,8 @@ from pydantic import (
 __all__ = [
     "AuthSettings",
     "CounterSettings",
-    "LimitSettings",
     "EngineSettings",
+    "LimitSettings",
     "ModelSpec",
     "Settings",
     "SettingsError",

@@ -43,7 +43,7 @@ class JSONResponse(Response):
 
 
 def error_response(exc: ShardgateError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:

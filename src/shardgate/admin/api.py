@@ -12,6 +12,7 @@ from shardgate.admin.protocol import (
     ApiKeyRotated,
     KeyCreateRequest,
     KeyRotateRequest,
+    LimitsUpdateRequest,
     RoleList,
     RoleObject,
     TenantCreateRequest,
@@ -50,7 +51,19 @@ def admin_operations(service: AdminService) -> list[Operation]:
 
     async def create_tenant(ctx: RequestContext) -> Response:
         assert isinstance(ctx.parsed, TenantCreateRequest)
-        return reply(TenantObject.of(await service.create_tenant(actor(ctx), ctx.parsed.name)))
+        body = ctx.parsed
+        tenant = await service.create_tenant(actor(ctx), body.name, body.limits.to_limits())
+        return reply(TenantObject.of(tenant))
+
+    async def set_tenant_limits(ctx: RequestContext) -> Response:
+        assert isinstance(ctx.parsed, LimitsUpdateRequest)
+        name, limits = ctx.request.path_params["name"], ctx.parsed.limits.to_limits()
+        return reply(TenantObject.of(await service.set_tenant_limits(actor(ctx), name, limits)))
+
+    async def set_key_limits(ctx: RequestContext) -> Response:
+        assert isinstance(ctx.parsed, LimitsUpdateRequest)
+        key_id, limits = ctx.request.path_params["key_id"], ctx.parsed.limits.to_limits()
+        return reply(ApiKeyObject.of(await service.set_key_limits(actor(ctx), key_id, limits)))
 
     async def get_tenant(ctx: RequestContext) -> Response:
         name = ctx.request.path_params["name"]
@@ -71,6 +84,7 @@ def admin_operations(service: AdminService) -> list[Operation]:
             models=body.models,
             name=body.name,
             expires_in=body.expires_in,
+            limits=body.limits.to_limits(),
         )
         return reply(ApiKeyCreated.issued(issued.key, issued.secret))
 
@@ -189,6 +203,26 @@ def admin_operations(service: AdminService) -> list[Operation]:
             "Give a key a new secret; the old one works for the grace period",
             KeyRotateRequest,
             ApiKeyRotated,
+        ),
+        op(
+            "PATCH",
+            "/keys/{key_id}",
+            "keys.update",
+            set_key_limits,
+            "admin:write",
+            "Replace a key's rate limits and budgets",
+            LimitsUpdateRequest,
+            ApiKeyObject,
+        ),
+        op(
+            "PATCH",
+            "/tenants/{name}",
+            "tenants.update",
+            set_tenant_limits,
+            "admin:platform",
+            "Replace a tenant's rate limits and budgets",
+            LimitsUpdateRequest,
+            TenantObject,
         ),
         op(
             "GET",

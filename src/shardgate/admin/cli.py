@@ -18,7 +18,7 @@ from shardgate.admin.protocol import ApiKeyCreated, ApiKeyObject, ApiKeyRotated,
 from shardgate.admin.service import OPERATOR, AdminService
 from shardgate.errors import ShardgateError
 from shardgate.settings import Settings
-from shardgate.store import ROLES, STORE_ERRORS, database_url
+from shardgate.store import ROLES, STORE_ERRORS, Limits, database_url
 
 __all__ = ["add_admin_commands"]
 
@@ -47,6 +47,10 @@ def add_admin_commands(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     tenants = group("tenants", "tenants: who keys belong to")
     create = command(tenants, "create", _tenant_create, "create a tenant")
     create.add_argument("name")
+    _limit_options(create)
+    limits = command(tenants, "set-limits", _tenant_limits, "replace a tenant's limits")
+    limits.add_argument("name")
+    _limit_options(limits)
     command(tenants, "list", _tenant_list, "list the tenants")
     show = command(tenants, "show", _tenant_show, "show one tenant")
     show.add_argument("name")
@@ -59,6 +63,10 @@ def add_admin_commands(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     create.add_argument("--models", default="", help="comma-separated, or * (default: none)")
     create.add_argument("--name", help="a label for the key")
     create.add_argument("--expires-in", help="e.g. 3600, 30d, 12h (default: never)")
+    _limit_options(create)
+    limits = command(keys, "set-limits", _key_limits, "replace a key's limits")
+    limits.add_argument("id")
+    _limit_options(limits)
     listing = command(keys, "list", _key_list, "list keys (never their secrets)")
     listing.add_argument("--tenant")
     revoke = command(keys, "revoke", _key_revoke, "revoke a key")
@@ -68,6 +76,29 @@ def add_admin_commands(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     rotate.add_argument(
         "--grace", default="0", help="how long the old secret keeps working (e.g. 1h, 7d)"
     )
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """--rpm, --tpm, --concurrency, --daily-tokens, --monthly-tokens (unset: the default)."""
+    for name, help in (
+        ("rpm", "requests per minute"),
+        ("tpm", "prompt + completion tokens per minute"),
+        ("concurrency", "requests in flight at once"),
+        ("daily-tokens", "tokens per UTC day, a hard stop"),
+        ("monthly-tokens", "tokens per UTC month, a hard stop"),
+    ):
+        parser.add_argument(f"--{name}", type=_positive, metavar="N", help=help)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return value
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(args.rpm, args.tpm, args.concurrency, args.daily_tokens, args.monthly_tokens)
 
 
 def _runner(action: Action) -> Callable[[Settings, argparse.Namespace], int]:
@@ -119,7 +150,11 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _tenant_create(service: AdminService, args: argparse.Namespace) -> BaseModel:
-    return TenantObject.of(await service.create_tenant(OPERATOR, args.name))
+    return TenantObject.of(await service.create_tenant(OPERATOR, args.name, _limits(args)))
+
+
+async def _tenant_limits(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    return TenantObject.of(await service.set_tenant_limits(OPERATOR, args.name, _limits(args)))
 
 
 async def _tenant_list(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
@@ -139,8 +174,13 @@ async def _key_create(service: AdminService, args: argparse.Namespace) -> BaseMo
         models=_split(args.models),
         name=args.name,
         expires_in=args.expires_in,
+        limits=_limits(args),
     )
     return ApiKeyCreated.issued(issued.key, issued.secret)
+
+
+async def _key_limits(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    return ApiKeyObject.of(await service.set_key_limits(OPERATOR, args.id, _limits(args)))
 
 
 async def _key_list(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
@@ -176,6 +216,8 @@ def _print(result: Any, as_json: bool) -> None:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items() if v is not None) or "default"
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)

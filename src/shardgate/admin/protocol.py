@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shardgate.store import ApiKey, Role, Tenant
+from shardgate.store import ApiKey, Limits, Role, Tenant
 
 __all__ = [
     "ApiKeyCreated",
@@ -15,6 +16,8 @@ __all__ = [
     "ApiKeyRotated",
     "KeyCreateRequest",
     "KeyRotateRequest",
+    "LimitsObject",
+    "LimitsUpdateRequest",
     "RoleList",
     "RoleObject",
     "TenantCreateRequest",
@@ -29,8 +32,32 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LimitsObject(BaseModel):
+    """Rate limits and token budgets; null leaves a limit to the gateway's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="prompt + completion tokens per minute")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at once")
+    daily_tokens: int | None = Field(None, ge=1, description="tokens per UTC day (hard stop)")
+    monthly_tokens: int | None = Field(None, ge=1, description="tokens per UTC month")
+
+    @classmethod
+    def of(cls, limits: Limits) -> LimitsObject:
+        return cls(**asdict(limits))
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
 class TenantCreateRequest(_Request):
     name: str = Field(max_length=64, description="a-z, 0-9, '-' and '_'")
+    limits: LimitsObject = Field(default_factory=LimitsObject)
+
+
+class LimitsUpdateRequest(_Request):
+    limits: LimitsObject = Field(description="replaces every limit; null means the default")
 
 
 class KeyCreateRequest(_Request):
@@ -49,6 +76,7 @@ class KeyCreateRequest(_Request):
     )
     name: str | None = Field(None, max_length=128)
     expires_in: Duration | None = Field(None, description="seconds, or like 30d, 12h, 15m")
+    limits: LimitsObject = Field(default_factory=LimitsObject)
 
 
 class KeyRotateRequest(_Request):
@@ -62,10 +90,16 @@ class TenantObject(BaseModel):
     id: str
     name: str
     created_at: int
+    limits: LimitsObject
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantObject:
-        return cls(id=tenant.id, name=tenant.name, created_at=int(tenant.created_at))
+        return cls(
+            id=tenant.id,
+            name=tenant.name,
+            created_at=int(tenant.created_at),
+            limits=LimitsObject.of(tenant.limits),
+        )
 
 
 class TenantList(BaseModel):
@@ -87,6 +121,7 @@ class ApiKeyObject(BaseModel):
     revoked_at: int | None
     last_used_at: int | None
     created_by: str | None
+    limits: LimitsObject
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyObject:
@@ -106,6 +141,7 @@ class ApiKeyObject(BaseModel):
             revoked_at=when(key.revoked_at),
             last_used_at=when(key.last_used_at),
             created_by=key.created_by,
+            limits=LimitsObject.of(key.limits),
         )
 
 

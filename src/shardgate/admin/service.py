@@ -20,8 +20,10 @@ from shardgate.errors import AlreadyExists, InvalidRequest, NotFound, Permission
 from shardgate.store import (
     ALL,
     ENDPOINTS,
+    NO_LIMITS,
     ApiKey,
     Conflict,
+    Limits,
     NewKey,
     Principal,
     Role,
@@ -80,7 +82,9 @@ class AdminService:
 
     # tenants
 
-    async def create_tenant(self, actor: Principal, name: str) -> Tenant:
+    async def create_tenant(
+        self, actor: Principal, name: str, limits: Limits = NO_LIMITS
+    ) -> Tenant:
         _require(actor.role == "admin", "only a platform admin can create tenants")
         if not TENANT_NAME.fullmatch(name):
             raise InvalidRequest(
@@ -89,9 +93,17 @@ class AdminService:
                 param="name",
             )
         try:
-            return await self._store.create_tenant(name)
+            return await self._store.create_tenant(name, limits)
         except Conflict as exc:
             raise AlreadyExists(str(exc), param="name") from None
+
+    async def set_tenant_limits(self, actor: Principal, name: str, limits: Limits) -> Tenant:
+        await self.get_tenant(actor, name)
+        _require(actor.role == "admin", "only a platform admin can change a tenant's limits")
+        tenant = await self._store.set_tenant_limits(name, limits)
+        if tenant is None:
+            raise NotFound(f"no tenant named '{name}'")
+        return tenant
 
     async def list_tenants(self, actor: Principal) -> list[Tenant]:
         return [t for t in await self._store.list_tenants() if _sees(actor, t.name)]
@@ -114,6 +126,7 @@ class AdminService:
         models: Sequence[str] = (),
         name: str | None = None,
         expires_in: int | str | None = None,
+        limits: Limits = NO_LIMITS,
     ) -> IssuedKey:
         tenant = tenant or actor.tenant
         await self.get_tenant(actor, tenant)  # 404 unless it exists and is visible
@@ -133,6 +146,7 @@ class AdminService:
             name,
             expires_at,
             created_by=actor.key_id,
+            limits=limits,
         )
         secret = generate_key()
         try:
@@ -152,6 +166,15 @@ class AdminService:
         key = await self._store.get_key(key_id)
         if key is None or not _sees(actor, key.tenant):
             raise NotFound(f"no key with id '{key_id}'")
+        return key
+
+    async def set_key_limits(self, actor: Principal, key_id: str, limits: Limits) -> ApiKey:
+        """A key's own limits; its tenant's limits apply on top, whatever these say."""
+        await self._writable_key(actor, key_id)
+        key = await self._store.set_key_limits(key_id, limits)
+        if key is None:
+            raise NotFound(f"no key with id '{key_id}'")
+        self._on_key_change(key_id)
         return key
 
     async def revoke_key(self, actor: Principal, key_id: str) -> ApiKey:

@@ -1,0 +1,268 @@
+"""Per-key and per-tenant rate limits and token budgets, on a ``CounterStore``.
+
+A request is admitted when every limit of its key and of its tenant allows it, checked in
+this order: token budgets (day, month: a hard stop), concurrency, requests per minute,
+tokens per minute. Tokens are reserved with an estimate first and settled with the real
+usage when the response ends. A refusal undoes what earlier checks took, so a refused
+request costs nothing. If the counter store fails, ``on_error`` decides: ``closed``
+refuses with 503, ``open`` admits without limits; each switch is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shardgate.errors import QuotaExceeded, ServiceUnavailable, TooManyRequests
+from shardgate.limits.counters import CounterStore, CounterStoreError, Verdict
+from shardgate.metrics import GatewayMetrics
+from shardgate.store import Limits, Principal
+
+__all__ = ["Admission", "RateLimiter", "reset_header"]
+
+log = logging.getLogger(__name__)
+
+MINUTE_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Party:
+    """Whose limits: the key or its tenant."""
+
+    kind: str  # "key" | "tenant"
+    id: str
+    limits: Limits
+
+    def counter(self, what: str) -> str:
+        return f"{self.kind}:{self.id}:{what}"
+
+
+@dataclass
+class Admission:
+    """An admitted request: headers to send, and what to settle when it ends."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    parties: tuple[_Party, ...] = ()
+    estimate: int = 0
+    settled: bool = False
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        counters: CounterStore,
+        key_defaults: Limits,
+        tenant_defaults: Limits,
+        metrics: GatewayMetrics,
+        *,
+        on_error: str = "closed",
+        slot_ttl_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.counters = counters
+        self._key_defaults = key_defaults
+        self._tenant_defaults = tenant_defaults
+        self._m = metrics
+        self._fail_open = on_error == "open"
+        self._slot_ttl = slot_ttl_s
+        self._clock = clock
+        self._store_ok = True
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def admit(self, principal: Principal, tokens: int) -> Admission:
+        parties = (
+            _Party("key", principal.key_id, principal.key_limits.over(self._key_defaults)),
+            _Party("tenant", principal.tenant, principal.tenant_limits.over(self._tenant_defaults)),
+        )
+        started = time.perf_counter()
+        try:
+            admission = await self._admit(parties, tokens)
+        except CounterStoreError as exc:
+            self._store_failed(exc)
+            return Admission()  # failing open; closed raised above
+        finally:
+            self._m.limiter_latency.observe(time.perf_counter() - started)
+        self._store_back()
+        return admission
+
+    def settle_later(self, admission: Admission, used_tokens: int) -> None:
+        """Settle once the response has ended (called from a synchronous callback)."""
+        if admission.settled or not admission.parties:
+            return
+        admission.settled = True
+        task = asyncio.get_running_loop().create_task(self._settle(admission, used_tokens))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending settlements (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+    async def _admit(self, parties: tuple[_Party, ...], tokens: int) -> Admission:
+        admission = Admission(parties=parties, estimate=tokens)
+        for party in parties:
+            await self._check_budgets(party)
+        held: list[_Party] = []
+        taken: list[tuple[_Party, str, int, int]] = []
+        try:
+            for party in parties:
+                if party.limits.concurrency is not None:
+                    if not await self.counters.acquire(
+                        party.counter("concurrency"), party.limits.concurrency, self._slot_ttl
+                    ):
+                        raise self._refused(party, "concurrency", party.limits.concurrency, 1.0)
+                    held.append(party)
+            for what, limit_of, cost in (("rpm", _rpm, 1), ("tpm", _tpm, tokens)):
+                for party in parties:
+                    limit = limit_of(party.limits)
+                    if limit is None or cost == 0:
+                        continue
+                    verdict = await self.counters.take(party.counter(what), limit, MINUTE_S, cost)
+                    if not verdict.allowed:
+                        raise self._refused(party, what, limit, verdict.retry_after_s, cost)
+                    taken.append((party, what, limit, cost))
+                    _advertise(admission.headers, what, limit, verdict)
+        except TooManyRequests as refusal:
+            await self._undo(held, taken)
+            refusal.headers.update(admission.headers)
+            raise
+        return admission
+
+    async def _check_budgets(self, party: _Party) -> None:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        for period, budget, resets in (
+            ("day", party.limits.daily_tokens, _next_day(now)),
+            ("month", party.limits.monthly_tokens, _next_month(now)),
+        ):
+            if budget is None:
+                continue
+            used = await self.counters.get(party.counter(_budget_key(period, now)))
+            if used >= budget:
+                self._m.rejections.labels(f"{period}_budget").inc()
+                wait = (resets - now).total_seconds()
+                raise QuotaExceeded(
+                    f"the {party.kind}'s {period}ly budget of {budget} tokens is used up; "
+                    f"it renews at {resets:%Y-%m-%d %H:%M} UTC",
+                    headers={"Retry-After": str(math.ceil(wait))},
+                )
+
+    def _refused(
+        self, party: _Party, what: str, limit: int, retry_after_s: float, cost: int = 1
+    ) -> TooManyRequests:
+        self._m.rejections.labels(f"{party.kind}_{what}").inc()
+        names = {
+            "concurrency": ("requests", "concurrent requests"),
+            "rpm": ("requests", "requests per minute"),
+            "tpm": ("tokens", "tokens per minute"),
+        }
+        kind, label = names[what]
+        if what == "tpm" and cost > limit:
+            message = (
+                f"this request needs about {cost} tokens, more than the {party.kind}'s limit "
+                f"of {limit} {label}: lower max_tokens or the prompt"
+            )
+        else:
+            message = (
+                f"rate limit reached for the {party.kind}: {limit} {label}; "
+                f"retry in {reset_header(retry_after_s)}"
+            )
+        refusal = TooManyRequests(
+            message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+        )
+        refusal.error_type = kind  # OpenAI tells "requests" and "tokens" limits apart so
+        return refusal
+
+    async def _undo(self, held: list[_Party], taken: list[tuple[_Party, str, int, int]]) -> None:
+        for party in held:
+            await self.counters.add(party.counter("concurrency"), -1, self._slot_ttl)
+        for party, what, limit, cost in taken:
+            await self.counters.take(party.counter(what), limit, MINUTE_S, -cost, force=True)
+
+    async def _settle(self, admission: Admission, used: int) -> None:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        try:
+            for party in admission.parties:
+                limits = party.limits
+                if limits.concurrency is not None:
+                    await self.counters.add(party.counter("concurrency"), -1, self._slot_ttl)
+                delta = used - admission.estimate
+                if limits.tpm is not None and delta and admission.estimate:
+                    await self.counters.take(
+                        party.counter("tpm"), limits.tpm, MINUTE_S, delta, force=True
+                    )
+                if used and limits.daily_tokens is not None:
+                    await self.counters.add(party.counter(_budget_key("day", now)), used, 2 * 86400)
+                if used and limits.monthly_tokens is not None:
+                    key = party.counter(_budget_key("month", now))
+                    await self.counters.add(key, used, 32 * 86400)
+        except CounterStoreError as exc:
+            self._m.counter_store_errors.inc()
+            log.warning("could not settle a request's usage: %s", exc)
+
+    def _store_failed(self, exc: CounterStoreError) -> None:
+        self._m.counter_store_errors.inc()
+        mode = "open" if self._fail_open else "closed"
+        if self._store_ok:
+            self._store_ok = False
+            self._m.counter_store_switches.labels(f"fail_{mode}").inc()
+            log.error("the counter store failed (%s): failing %s until it is back", exc, mode)
+        if not self._fail_open:
+            self._m.rejections.labels("limiter_unavailable").inc()
+            raise ServiceUnavailable(
+                "rate limits cannot be checked right now; retry shortly",
+                code="limiter_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    def _store_back(self) -> None:
+        if not self._store_ok:
+            self._store_ok = True
+            self._m.counter_store_switches.labels("store").inc()
+            log.warning("the counter store is back: limits apply again")
+
+
+def _rpm(limits: Limits) -> int | None:
+    return limits.rpm
+
+
+def _tpm(limits: Limits) -> int | None:
+    return limits.tpm
+
+
+def _advertise(headers: dict[str, str], what: str, limit: int, verdict: Verdict) -> None:
+    """OpenAI's x-ratelimit-* headers; the tighter of key and tenant wins."""
+    kind = "requests" if what == "rpm" else "tokens"
+    remaining = f"x-ratelimit-remaining-{kind}"
+    if remaining in headers and int(headers[remaining]) <= verdict.remaining:
+        return
+    headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+    headers[remaining] = str(verdict.remaining)
+    headers[f"x-ratelimit-reset-{kind}"] = reset_header(verdict.reset_s)
+
+
+def reset_header(seconds: float) -> str:
+    """A duration as OpenAI writes it: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds, 3), 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def _budget_key(period: str, now: datetime) -> str:
+    return f"{period}:{now:%Y%m%d}" if period == "day" else f"{period}:{now:%Y%m}"
+
+
+def _next_day(now: datetime) -> datetime:
+    return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def _next_month(now: datetime) -> datetime:
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
