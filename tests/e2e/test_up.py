@@ -188,6 +188,36 @@ def test_eight_concurrent_streams_match_their_solo_answers(client: openai.OpenAI
         assert text == expected
 
 
+def test_tokens_per_minute_settle_to_the_real_usage(stack: Proc) -> None:
+    admin = {"Authorization": f"Bearer {KEY}"}
+    httpx.post(stack.url + "/admin/v1/tenants", json={"name": "tpm-test"}, headers=admin)
+    created = httpx.post(
+        stack.url + "/admin/v1/keys",
+        json={"tenant": "tpm-test", "endpoints": ["chat"], "models": ["*"], "limits": {"tpm": 400}},
+        headers=admin,
+    ).json()
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=created["key"], max_retries=0)
+
+    def ask_raw() -> tuple[int, int]:
+        """(real tokens used, remaining tokens the gateway advertised)."""
+        raw = client.chat.completions.with_raw_response.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": QUESTIONS[3]}],
+            temperature=0,
+            max_tokens=200,
+        )
+        usage = raw.parse().usage
+        assert usage is not None
+        return usage.total_tokens, int(raw.headers["x-ratelimit-remaining-tokens"])
+
+    used, first_remaining = ask_raw()
+    estimate = 400 - first_remaining  # the prompt's size and max_tokens: about 230
+    assert estimate > 200 and used < 100  # the model stops long before 200 tokens
+    # Without settling, 400 - 2 x estimate < 0 and this would be refused.
+    _, second_remaining = ask_raw()
+    assert abs(second_remaining - (400 - used - estimate)) <= 20  # what refills meanwhile
+
+
 def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=stack.url + "/v1", api_key="sk-sg-wrong").models.list()
