@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint bench bench-auth bench-engine bench-gateway services clean
+.PHONY: run test test-all lint bench bench-auth bench-engine bench-gateway bench-ratelimit services clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-bench: bench-gateway bench-auth bench-engine
+bench: bench-gateway bench-auth bench-ratelimit bench-engine
 
 bench-gateway: $(STAMP)
 	$(PY) bench/gateway.py
@@ -41,6 +41,9 @@ bench-auth: $(STAMP) services
 
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
+
+bench-ratelimit: $(STAMP) services
+	$(PY) bench/ratelimit.py
 
 services:
 	bash .ci/services.sh

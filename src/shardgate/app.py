@@ -24,11 +24,14 @@ from shardgate.openapi import Operation, openapi_document
 from shardgate.pipeline import Pipeline, RequestContext
 from shardgate.pipeline.auth import Authenticate
 from shardgate.pipeline.authorize import Authorize, AuthorizeModel
+from shardgate.pipeline.clientip import ClientAddress
 from shardgate.pipeline.edge import EdgeGuard
+from shardgate.pipeline.ipthrottle import IpThrottle
 from shardgate.pipeline.observe import Observe
 from shardgate.pipeline.parse import ParseRequest
 from shardgate.pipeline.ratelimit import RateLimit
 from shardgate.pipeline.route import RouteToShard
+from shardgate.pipeline.shed import ShedBusyShards
 from shardgate.routing import ShardClient, ShardRegistry
 from shardgate.security import shard_client_ssl
 from shardgate.settings import Settings
@@ -64,11 +67,22 @@ def create_gateway_app(
     pipeline = Pipeline(
         [
             Observe(metrics),
-            EdgeGuard(settings.max_body_bytes, settings.max_concurrent_requests),
+            IpThrottle(
+                settings.edge.failed_per_ip_per_minute,
+                ClientAddress(settings.edge.trusted_proxies),
+                metrics,
+            ),
+            EdgeGuard(
+                settings.max_body_bytes,
+                settings.max_concurrent_requests,
+                metrics,
+                settings.edge.body_timeout_s,
+            ),
             Authenticate(verifier),
             Authorize(),
             ParseRequest(),
             AuthorizeModel(),
+            ShedBusyShards(registry, settings.edge.max_shard_queue, metrics),
             RateLimit(limiter),
         ]
     )

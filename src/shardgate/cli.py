@@ -172,7 +172,8 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
 
     if (code := _prepare_database(settings, announce=False)) != 0:
         return code
-    serve(create_gateway_app(settings), settings.host, settings.port, settings.log_level, tls)
+    app = create_gateway_app(settings)
+    serve(app, settings.host, settings.port, settings.log_level, tls, settings.edge)
     return 0
 
 

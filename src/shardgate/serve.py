@@ -10,9 +10,11 @@ import ssl
 import uvicorn
 from starlette.applications import Starlette
 
+from shardgate.headguard import head_guard_protocol
 from shardgate.security.tls import ServerTls, require_tls13
+from shardgate.settings import EdgeSettings
 
-__all__ = ["configure_logging", "free_port", "serve"]
+__all__ = ["configure_logging", "free_port", "serve", "server_config"]
 
 
 def configure_logging(level: str, name: str) -> None:
@@ -27,15 +29,32 @@ def configure_logging(level: str, name: str) -> None:
 
 
 def serve(
-    app: Starlette, host: str, port: int, log_level: str, tls: ServerTls | None = None
+    app: Starlette,
+    host: str,
+    port: int,
+    log_level: str,
+    tls: ServerTls | None = None,
+    edge: EdgeSettings | None = None,
 ) -> None:
-    """Run ``app`` until stopped; with ``tls``, over TLS 1.3 only (and mutual if it names a CA)."""
+    """Run ``app`` until stopped; with ``tls``, over TLS 1.3 only (and mutual if it names a
+    CA); with ``edge``, under its connection bounds (a public listener's)."""
     # Objects alive at start-up (modules, settings, the app) never become garbage: keep
     # them out of the collector's scans and collect young objects less often, which trims
     # the latency tail of a busy server.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    uvicorn.Server(server_config(app, host, port, log_level, tls, edge)).run()
+
+
+def server_config(
+    app: Starlette,
+    host: str,
+    port: int,
+    log_level: str,
+    tls: ServerTls | None = None,
+    edge: EdgeSettings | None = None,
+) -> uvicorn.Config:
     config = uvicorn.Config(
         app,
         host=host,
@@ -43,11 +62,17 @@ def serve(
         log_level=log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=(
+            head_guard_protocol(edge.header_timeout_s, edge.max_header_bytes)
+            if edge
+            else "httptools"
+        ),
+        limit_concurrency=edge.max_connections if edge else None,
         lifespan="on",
         timeout_graceful_shutdown=5,
         log_config=None,
-        # X-Forwarded-* headers are not trusted: whoever sends them could set them.
+        # uvicorn would believe X-Forwarded-* from anyone listed; the gateway reads
+        # X-Forwarded-For itself, from its trusted proxies only (edge.trusted_proxies).
         proxy_headers=False,
         ssl_certfile=tls.cert_file if tls else None,
         ssl_keyfile=tls.key_file if tls else None,
@@ -60,7 +85,7 @@ def serve(
         config.load()
         assert config.ssl is not None
         require_tls13(config.ssl)
-    uvicorn.Server(config).run()
+    return config
 
 
 def free_port(host: str = "127.0.0.1") -> int:

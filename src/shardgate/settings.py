@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -26,6 +27,7 @@ from pydantic import (
 __all__ = [
     "AuthSettings",
     "CounterSettings",
+    "EdgeSettings",
     "EngineSettings",
     "LimitSettings",
     "ModelSpec",
@@ -58,6 +60,9 @@ class EngineSettings(_Frozen):
     dtype: Literal["float32", "bfloat16"] = "float32"
     prefix_cache: bool = Field(True, description="reuse the KV of shared prompt prefixes")
     warmup: bool = True
+    fake_token_delay_s: float = Field(
+        0.0, ge=0, description="the fake engine's time per token, to play a slow model in tests"
+    )
 
 
 class AuthSettings(_Frozen):
@@ -93,6 +98,54 @@ class CounterSettings(_Frozen):
     on_error: Literal["closed", "open"] = Field(
         "closed", description="when the counter store fails: refuse requests (503) or admit them"
     )
+
+
+class EdgeSettings(_Frozen):
+    """Protection at the gateway's edge, before any key is checked. The top-level
+    ``max_body_bytes`` and ``max_concurrent_requests`` belong with these."""
+
+    failed_per_ip_per_minute: int | None = Field(
+        60,
+        ge=1,
+        description="requests per client address per minute that carry no key or are refused "
+        "with 401/403; beyond it the address gets 429 before its key is checked; None: no limit",
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        (),
+        description="addresses or CIDR blocks of proxies whose X-Forwarded-For is believed; "
+        "empty: the client is the connection's peer",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body not fully received within this gets 408"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a connection that has not sent a whole request head (request line and "
+        "headers) within this of opening, or of starting the head, is closed",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="a larger request head gets 400 and the connection closes"
+    )
+    max_connections: int | None = Field(
+        4096,
+        ge=1,
+        description="open connections (or requests) beyond which every new request gets 503 "
+        "from the HTTP server itself; None: unbounded",
+    )
+    max_shard_queue: int | None = Field(
+        None,
+        ge=1,
+        description="requests this gateway may have in flight to one shard; when every ready "
+        "shard for a model is at it, new requests for the model get 503; None: unbounded",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class TlsSettings(_Frozen):
@@ -191,6 +244,7 @@ class Settings(_Frozen):
     counters: CounterSettings = CounterSettings()
     # How many gateway processes share the store and counters; over 1 needs Redis counters.
     gateway_replicas: int = Field(1, ge=1)
+    edge: EdgeSettings = EdgeSettings()
     tls: TlsSettings = TlsSettings()
     shard_tls: ShardTlsSettings = ShardTlsSettings()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from shardgate.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     ShardgateError,
     error_body,
 )
@@ -56,14 +58,26 @@ def sse_response(chunks: AsyncIterator[bytes], headers: dict[str, str] | None = 
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refusing anything over ``limit`` bytes before reading it all, and a
+    body not all received within ``timeout_s`` (408, and the connection is closed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise InvalidRequest("the Content-Length header is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_stream(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body was not received within {timeout_s:g} s",
+            headers={"Connection": "close"},  # the rest of it may still be on its way
+        ) from None
+
+
+async def _read_stream(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

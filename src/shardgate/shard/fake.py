@@ -1,10 +1,11 @@
-"""A zero-cost chat engine that returns fixed tokens at once.
+"""A zero-cost chat engine that returns fixed tokens at once (or at a set pace).
 
 For gateway tests and overhead benchmarks only: it measures everything but the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,10 +18,11 @@ WORD = "fake "
 
 
 class FakeChatEngine:
-    def __init__(self, spec: ModelSpec, default_tokens: int = 8) -> None:
+    def __init__(self, spec: ModelSpec, default_tokens: int = 8, token_delay_s: float = 0) -> None:
         self.name = spec.name
         self.context_length = spec.context_length
         self._default_tokens = default_tokens
+        self._token_delay = token_delay_s
 
     def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return [len(str(m.get("content", ""))) % 1000 for m in messages]
@@ -33,6 +35,8 @@ class FakeChatEngine:
     ) -> AsyncIterator[GenerationEvent]:
         count = params.max_tokens or self._default_tokens
         for i in range(1, count + 1):
+            if self._token_delay:
+                await asyncio.sleep(self._token_delay)
             reason: FinishReason | None = "length" if i == count else None
             yield GenerationEvent(WORD, len(prompt_ids), i, reason)
 

@@ -51,7 +51,9 @@ class ModelPool:
         if spec.kind == "chat":
             engine: ChatEngine
             if spec.engine == "fake":
-                engine = FakeChatEngine(spec)
+                engine = FakeChatEngine(
+                    spec, token_delay_s=self._settings.engine.fake_token_delay_s
+                )
             else:
                 from shardgate.shard.transformers_engine import TransformersChatEngine
 
