@@ -156,9 +156,10 @@ def print_checks(checks: list[CheckResult], args: argparse.Namespace) -> None:
     )
     print(
         "('admit + settle': RateLimiter.admit of a key and tenant with rpm and tpm limits "
-        "(4 takes), then settle_later (2 more takes, run after the call); calls/s counts "
-        "finished calls with their settlements; the latency is the awaited call alone; "
-        "'no-op': the harness itself; 'cpu': this process; 'redis': redis-server's CPU)"
+        "(one counter-store call), then settle_later (one more, run after the call); "
+        "calls/s counts finished calls with their settlements; the latency is the awaited "
+        "call alone; 'one rate': a single rate check; 'no-op': the harness itself; "
+        "'cpu': this process; 'redis': redis-server's CPU)"
     )
 
 

@@ -51,6 +51,7 @@ from _ratelimit_gateway import RedisTarget, measure_requests, start_stack
 from _ratelimit_report import DEFAULT_RATE, CheckResult, Results, print_report
 from shardgate.errors import ShardgateError
 from shardgate.limits import (
+    Check,
     CounterStore,
     CounterStoreError,
     MemoryCounters,
@@ -114,10 +115,10 @@ def check_cases(backends: dict[str, CounterStore], levels: list[int], keys: int)
             limiter.settle_later(admission, USED_TOKENS)
 
         async def take(i: int, counters: CounterStore = counters) -> None:
-            await counters.take(f"bench:take:{i % keys}", NEVER.rpm or 1, 60.0)
+            await counters.admit([Check("rate", f"bench:take:{i % keys}", NEVER.rpm or 1, 60.0)])
 
         cases += [CheckCase(backend, "admit + settle", c, check, limiter.drain) for c in levels]
-        cases += [CheckCase(backend, "take", c, take, _nothing) for c in levels]
+        cases += [CheckCase(backend, "one rate", c, take, _nothing) for c in levels]
     return cases
 
 

@@ -4,12 +4,13 @@ budgets renewing at UTC midnight and month end, headers, and a failing counter s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from shardgate.errors import QuotaExceeded, ServiceUnavailable, TooManyRequests
-from shardgate.limits import CounterStoreError, MemoryCounters, RateLimiter
+from shardgate.limits import Check, CounterStoreError, MemoryCounters, Outcome, RateLimiter
 from shardgate.limits.limiter import reset_header
 from shardgate.metrics import GatewayMetrics
 from shardgate.store import ALL, NO_LIMITS, Limits, Principal
@@ -70,9 +71,8 @@ async def test_the_tenant_limit_binds_all_its_keys_and_refusals_cost_nothing() -
     for who in (first, second):
         assert "tenant" in (await refusal(limiter, who)).message
     # The tenant refusals did not use up the keys' own rates: each still has one left.
-    assert limiter.counters is not None
-    verdict = await limiter.counters.take("key:k1:rpm", 2, 60.0)
-    assert verdict.allowed and verdict.remaining == 0
+    outcome = await limiter.counters.admit([Check("rate", "key:k1:rpm", 2, 60.0)])
+    assert outcome.refused is None and outcome.verdicts[0].remaining == 0
 
 
 async def test_tokens_are_reserved_then_settled_to_the_real_usage() -> None:
@@ -130,7 +130,7 @@ async def test_monthly_budget_renews_on_the_first_of_the_month() -> None:
 
 
 class BrokenCounters(MemoryCounters):
-    async def take(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+    async def admit(self, checks: Sequence[Check]) -> Outcome:
         raise CounterStoreError("redis: connection refused")
 
 

@@ -1,6 +1,14 @@
 """Rate limits and token budgets per key and tenant, and the counter stores behind them."""
 
-from shardgate.limits.counters import CounterStore, CounterStoreError, MemoryCounters, Verdict
+from shardgate.limits.counters import (
+    Change,
+    Check,
+    CounterStore,
+    CounterStoreError,
+    MemoryCounters,
+    Outcome,
+    Verdict,
+)
 from shardgate.limits.limiter import Admission, RateLimiter
 from shardgate.limits.redis_counters import RedisCounters
 from shardgate.settings import LimitSettings, Settings, SettingsError
@@ -8,9 +16,12 @@ from shardgate.store import Limits
 
 __all__ = [
     "Admission",
+    "Change",
+    "Check",
     "CounterStore",
     "CounterStoreError",
     "MemoryCounters",
+    "Outcome",
     "RateLimiter",
     "RedisCounters",
     "Verdict",

@@ -2,10 +2,11 @@
 
 A request is admitted when every limit of its key and of its tenant allows it, checked in
 this order: token budgets (day, month: a hard stop), concurrency, requests per minute,
-tokens per minute. Tokens are reserved with an estimate first and settled with the real
-usage when the response ends. A refusal undoes what earlier checks took, so a refused
-request costs nothing. If the counter store fails, ``on_error`` decides: ``closed``
-refuses with 503, ``open`` admits without limits; each switch is logged and counted.
+tokens per minute, all in one call to the counter store, which counts all or nothing, so a
+refused request costs nothing. Tokens are reserved with an estimate first and settled with
+the real usage when the response ends (one more call). If the counter store fails,
+``on_error`` decides: ``closed`` refuses with 503, ``open`` admits without limits; each
+switch is logged and counted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shardgate.errors import QuotaExceeded, ServiceUnavailable, TooManyRequests
-from shardgate.limits.counters import CounterStore, CounterStoreError, Verdict
+from shardgate.limits.counters import (
+    Change,
+    Check,
+    CounterStore,
+    CounterStoreError,
+    Outcome,
+    Verdict,
+)
 from shardgate.metrics import GatewayMetrics
 from shardgate.store import Limits, Principal
 
@@ -105,102 +113,103 @@ class RateLimiter:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _admit(self, parties: tuple[_Party, ...], tokens: int) -> Admission:
+        checks, labels = self._checks(parties, tokens)
+        if not checks:
+            return Admission(parties=parties, estimate=tokens)
+        outcome = await self.counters.admit(checks)
+        if outcome.refused is not None:
+            raise self._refused(checks[outcome.refused], labels[outcome.refused], outcome)
         admission = Admission(parties=parties, estimate=tokens)
-        for party in parties:
-            await self._check_budgets(party)
-        held: list[_Party] = []
-        taken: list[tuple[_Party, str, int, int]] = []
-        try:
-            for party in parties:
-                if party.limits.concurrency is not None:
-                    if not await self.counters.acquire(
-                        party.counter("concurrency"), party.limits.concurrency, self._slot_ttl
-                    ):
-                        raise self._refused(party, "concurrency", party.limits.concurrency, 1.0)
-                    held.append(party)
-            for what, limit_of, cost in (("rpm", _rpm, 1), ("tpm", _tpm, tokens)):
-                for party in parties:
-                    limit = limit_of(party.limits)
-                    if limit is None or cost == 0:
-                        continue
-                    verdict = await self.counters.take(party.counter(what), limit, MINUTE_S, cost)
-                    if not verdict.allowed:
-                        raise self._refused(party, what, limit, verdict.retry_after_s, cost)
-                    taken.append((party, what, limit, cost))
-                    _advertise(admission.headers, what, limit, verdict)
-        except TooManyRequests as refusal:
-            await self._undo(held, taken)
-            refusal.headers.update(admission.headers)
-            raise
+        for check, (_, what), verdict in zip(checks, labels, outcome.verdicts, strict=True):
+            if what in ("rpm", "tpm"):
+                _advertise(admission.headers, what, check.limit, verdict)
         return admission
 
-    async def _check_budgets(self, party: _Party) -> None:
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        for period, budget, resets in (
-            ("day", party.limits.daily_tokens, _next_day(now)),
-            ("month", party.limits.monthly_tokens, _next_month(now)),
-        ):
-            if budget is None:
-                continue
-            used = await self.counters.get(party.counter(_budget_key(period, now)))
-            if used >= budget:
-                self._m.rejections.labels(f"{period}_budget").inc()
-                wait = (resets - now).total_seconds()
-                raise QuotaExceeded(
-                    f"the {party.kind}'s {period}ly budget of {budget} tokens is used up; "
-                    f"it renews at {resets:%Y-%m-%d %H:%M} UTC",
-                    headers={"Retry-After": str(math.ceil(wait))},
-                )
+    def _checks(
+        self, parties: tuple[_Party, ...], tokens: int
+    ) -> tuple[list[Check], list[tuple[_Party, str]]]:
+        """Budgets first (a hard stop), then concurrency, then requests and tokens."""
+        checks: list[Check] = []
+        labels: list[tuple[_Party, str]] = []
+        now: datetime | None = None
+        for party in parties:
+            for period, budget in (
+                ("day", party.limits.daily_tokens),
+                ("month", party.limits.monthly_tokens),
+            ):
+                if budget is not None:
+                    now = now or datetime.fromtimestamp(self._clock(), UTC)
+                    checks.append(Check("budget", party.counter(_budget_key(period, now)), budget))
+                    labels.append((party, period))
+        for party in parties:
+            if party.limits.concurrency is not None:
+                key = party.counter("concurrency")
+                checks.append(Check("slot", key, party.limits.concurrency, self._slot_ttl))
+                labels.append((party, "concurrency"))
+        for what, cost in (("rpm", 1), ("tpm", tokens)):
+            for party in parties:
+                limit = party.limits.rpm if what == "rpm" else party.limits.tpm
+                if limit is not None and cost:
+                    checks.append(Check("rate", party.counter(what), limit, MINUTE_S, cost))
+                    labels.append((party, what))
+        return checks, labels
 
     def _refused(
-        self, party: _Party, what: str, limit: int, retry_after_s: float, cost: int = 1
+        self, check: Check, label: tuple[_Party, str], outcome: Outcome
     ) -> TooManyRequests:
+        party, what = label
+        verdict = outcome.verdicts[0]
         self._m.rejections.labels(f"{party.kind}_{what}").inc()
-        names = {
+        if what in ("day", "month"):
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            resets = _next_day(now) if what == "day" else _next_month(now)
+            return QuotaExceeded(
+                f"the {party.kind}'s {what}ly budget of {check.limit} tokens is used up; "
+                f"it renews at {resets:%Y-%m-%d %H:%M} UTC",
+                headers={"Retry-After": str(math.ceil((resets - now).total_seconds()))},
+            )
+        kind, label_text = {
             "concurrency": ("requests", "concurrent requests"),
             "rpm": ("requests", "requests per minute"),
             "tpm": ("tokens", "tokens per minute"),
-        }
-        kind, label = names[what]
-        if what == "tpm" and cost > limit:
+        }[what]
+        if what == "tpm" and check.cost > check.limit:
             message = (
-                f"this request needs about {cost} tokens, more than the {party.kind}'s limit "
-                f"of {limit} {label}: lower max_tokens or the prompt"
+                f"this request needs about {check.cost} tokens, more than the {party.kind}'s "
+                f"limit of {check.limit} {label_text}: lower max_tokens or the prompt"
             )
         else:
             message = (
-                f"rate limit reached for the {party.kind}: {limit} {label}; "
-                f"retry in {reset_header(retry_after_s)}"
+                f"rate limit reached for the {party.kind}: {check.limit} {label_text}; "
+                f"retry in {reset_header(verdict.retry_after_s)}"
             )
-        refusal = TooManyRequests(
-            message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))}
-        )
+        retry_after = max(1, math.ceil(verdict.retry_after_s))
+        refusal = TooManyRequests(message, headers={"Retry-After": str(retry_after)})
         refusal.error_type = kind  # OpenAI tells "requests" and "tokens" limits apart so
         return refusal
 
-    async def _undo(self, held: list[_Party], taken: list[tuple[_Party, str, int, int]]) -> None:
-        for party in held:
-            await self.counters.add(party.counter("concurrency"), -1, self._slot_ttl)
-        for party, what, limit, cost in taken:
-            await self.counters.take(party.counter(what), limit, MINUTE_S, -cost, force=True)
-
     async def _settle(self, admission: Admission, used: int) -> None:
-        now = datetime.fromtimestamp(self._clock(), UTC)
+        changes: list[Change] = []
+        now: datetime | None = None
+        delta = used - admission.estimate
+        for party in admission.parties:
+            limits = party.limits
+            if limits.concurrency is not None:
+                changes.append(Change("count", party.counter("concurrency"), -1, 1, self._slot_ttl))
+            if limits.tpm is not None and delta and admission.estimate:
+                changes.append(Change("rate", party.counter("tpm"), delta, limits.tpm, MINUTE_S))
+            for period, budget, ttl in (
+                ("day", limits.daily_tokens, 2 * 86400),
+                ("month", limits.monthly_tokens, 32 * 86400),
+            ):
+                if used and budget is not None:
+                    now = now or datetime.fromtimestamp(self._clock(), UTC)
+                    key = party.counter(_budget_key(period, now))
+                    changes.append(Change("count", key, used, 1, ttl))
+        if not changes:
+            return
         try:
-            for party in admission.parties:
-                limits = party.limits
-                if limits.concurrency is not None:
-                    await self.counters.add(party.counter("concurrency"), -1, self._slot_ttl)
-                delta = used - admission.estimate
-                if limits.tpm is not None and delta and admission.estimate:
-                    await self.counters.take(
-                        party.counter("tpm"), limits.tpm, MINUTE_S, delta, force=True
-                    )
-                if used and limits.daily_tokens is not None:
-                    await self.counters.add(party.counter(_budget_key("day", now)), used, 2 * 86400)
-                if used and limits.monthly_tokens is not None:
-                    key = party.counter(_budget_key("month", now))
-                    await self.counters.add(key, used, 32 * 86400)
+            await self.counters.adjust(changes)
         except CounterStoreError as exc:
             self._m.counter_store_errors.inc()
             log.warning("could not settle a request's usage: %s", exc)
@@ -225,14 +234,6 @@ class RateLimiter:
             self._store_ok = True
             self._m.counter_store_switches.labels("store").inc()
             log.warning("the counter store is back: limits apply again")
-
-
-def _rpm(limits: Limits) -> int | None:
-    return limits.rpm
-
-
-def _tpm(limits: Limits) -> int | None:
-    return limits.tpm
 
 
 def _advertise(headers: dict[str, str], what: str, limit: int, verdict: Verdict) -> None:

@@ -1,51 +1,83 @@
-"""``CounterStore`` on Redis: each operation is one Lua script, so it is atomic across
-every gateway replica, and rates use the Redis server's clock, not the gateways'."""
+"""``CounterStore`` on Redis. ``admit`` and ``adjust`` are one Lua script each, so they
+are atomic across every gateway replica, and rates use the Redis server's clock."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from shardgate.limits.counters import CounterStoreError, Verdict
+from shardgate.limits.counters import Change, Check, CounterStoreError, Outcome, Verdict
 
 __all__ = ["RedisCounters"]
 
-# GCRA, as counters.gcra, in milliseconds. Returns {allowed, remaining, reset_ms, retry_ms}.
-_TAKE = """
+# Times in milliseconds. ARGV holds 4 values per check: kind (r, s, b), limit, span, cost.
+# Everything is evaluated first and written only if every check passes. Returns
+# {0, remaining_1, reset_1, ...} or {index, remaining, reset, retry} of the refused check.
+_ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local limit, period, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local force = ARGV[4] == '1'
-local interval = period / limit
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - period
-if allow_at - now > 0.001 and not force then
-  local remaining = math.max(0, math.floor((now - (tat - period)) / interval + 0.000001))
-  return {0, remaining, tostring(tat - now), tostring(allow_at - now)}
+local out, writes = {0}, {}
+for i = 1, #KEYS do
+  local kind, limit = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
+  local span, cost = tonumber(ARGV[4 * i - 1]), tonumber(ARGV[4 * i])
+  local value = tonumber(redis.call('GET', KEYS[i]))
+  if kind == 'r' then
+    local interval = span / limit
+    local tat = value
+    if tat == nil or tat < now then tat = now end
+    local new_tat = tat + interval * cost
+    local allow_at = new_tat - span
+    if allow_at - now > 0.001 then
+      local left = math.max(0, math.floor((now - (tat - span)) / interval + 0.000001))
+      return {i, left, tostring(tat - now), tostring(allow_at - now)}
+    end
+    writes[i] = {string.format('%.3f', new_tat), math.ceil(new_tat - now) + 1}
+    out[#out + 1] = math.max(0, math.floor((now - allow_at) / interval + 0.000001))
+    out[#out + 1] = tostring(new_tat - now)
+  elseif kind == 's' then
+    local held = math.max(0, value or 0)
+    if held >= limit then return {i, 0, '0', '1000'} end
+    writes[i] = {tostring(held + 1), math.ceil(span)}
+    out[#out + 1] = limit - held - 1
+    out[#out + 1] = '0'
+  else
+    local used = value or 0
+    if used >= limit then return {i, 0, '0', '0'} end
+    out[#out + 1] = limit - used
+    out[#out + 1] = '0'
+  end
 end
-if new_tat < now then new_tat = now end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
-local remaining = math.max(0, math.floor((now - allow_at) / interval + 0.000001))
-return {1, remaining, tostring(new_tat - now), '0'}
+for i, write in pairs(writes) do
+  redis.call('SET', KEYS[i], write[1], 'PX', write[2])
+end
+return out
 """
 
-_ACQUIRE = """
-local held = math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0'))
-if held >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], held + 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+# ARGV holds 4 values per change: kind (r, c), delta, limit, span.
+_ADJUST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i = 1, #KEYS do
+  local kind, delta = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
+  local limit, span = tonumber(ARGV[4 * i - 1]), tonumber(ARGV[4 * i])
+  if kind == 'r' then
+    local tat = tonumber(redis.call('GET', KEYS[i]))
+    if tat == nil or tat < now then tat = now end
+    local new_tat = math.max(now, tat + span / limit * delta)
+    redis.call('SET', KEYS[i], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+  else
+    redis.call('INCRBY', KEYS[i], delta)
+    redis.call('PEXPIRE', KEYS[i], math.ceil(span))
+  end
+end
+return 0
 """
 
-_ADD = """
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return value
-"""
+_KINDS = {"rate": "r", "slot": "s", "budget": "b", "count": "c"}
 
 
 class RedisCounters:
@@ -54,41 +86,36 @@ class RedisCounters:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._prefix = namespace + ":"
-        self._take = self._redis.register_script(_TAKE)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._add = self._redis.register_script(_ADD)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._adjust = self._redis.register_script(_ADJUST)
 
-    async def take(
-        self, key: str, limit: int, period_s: float, cost: int = 1, force: bool = False
-    ) -> Verdict:
-        args = [limit, period_s * 1000, cost, "1" if force else "0"]
-        allowed, remaining, reset_ms, retry_ms = await self._run(self._take, key, args)
-        return Verdict(
-            bool(allowed), int(remaining), float(reset_ms) / 1000, float(retry_ms) / 1000
-        )
+    async def admit(self, checks: Sequence[Check]) -> Outcome:
+        if not checks:
+            return Outcome(None, ())
+        args: list[Any] = []
+        for c in checks:
+            args += [_KINDS[c.kind], c.limit, c.span_s * 1000, c.cost]
+        reply = await self._run(self._admit, [c.key for c in checks], args)
+        if int(reply[0]):
+            _, remaining, reset_ms, retry_ms = reply
+            verdict = Verdict(False, int(remaining), float(reset_ms) / 1000, float(retry_ms) / 1000)
+            return Outcome(int(reply[0]) - 1, (verdict,))
+        pairs = zip(reply[1::2], reply[2::2], strict=True)
+        return Outcome(None, tuple(Verdict(True, int(r), float(s) / 1000) for r, s in pairs))
 
-    async def acquire(self, key: str, limit: int, ttl_s: float) -> bool:
-        return bool(await self._run(self._acquire, key, [limit, _ms(ttl_s)]))
-
-    async def add(self, key: str, delta: int, ttl_s: float) -> int:
-        return int(await self._run(self._add, key, [delta, _ms(ttl_s)]))
-
-    async def get(self, key: str) -> int:
-        try:
-            value = await self._redis.get(self._prefix + key)
-        except RedisError as exc:
-            raise CounterStoreError(f"redis: {exc}") from exc
-        return int(value or 0)
+    async def adjust(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        args: list[Any] = []
+        for c in changes:
+            args += [_KINDS[c.kind], c.delta, c.limit, max(1, math.ceil(c.span_s * 1000))]
+        await self._run(self._adjust, [c.key for c in changes], args)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _run(self, script: Any, key: str, args: list[Any]) -> Any:
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await script(keys=[self._prefix + key], args=args)
+            return await script(keys=[self._prefix + k for k in keys], args=args)
         except RedisError as exc:
             raise CounterStoreError(f"redis: {exc}") from exc
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))

@@ -5,7 +5,7 @@ Roles, and the endpoint names that scopes refer to, are defined here once.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 __all__ = [
@@ -44,11 +44,18 @@ class Limits:
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, with the defaults filling in what is not set."""
+        if defaults == NO_LIMITS:  # on every request: keep it cheap
+            return self
+
+        def pick(mine: int | None, default: int | None) -> int | None:
+            return mine if mine is not None else default
+
         return Limits(
-            *(
-                mine if mine is not None else default
-                for mine, default in zip(astuple(self), astuple(defaults), strict=True)
-            )
+            pick(self.rpm, defaults.rpm),
+            pick(self.tpm, defaults.tpm),
+            pick(self.concurrency, defaults.concurrency),
+            pick(self.daily_tokens, defaults.daily_tokens),
+            pick(self.monthly_tokens, defaults.monthly_tokens),
         )
 
 
