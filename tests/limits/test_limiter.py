@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from shardgate.errors import QuotaExceeded, ServiceUnavailable, TooManyRequests
-from shardgate.limits import Check, CounterStoreError, MemoryCounters, Outcome, RateLimiter
+from shardgate.limits import (
+    Change,
+    Check,
+    CounterStoreError,
+    MemoryCounters,
+    Outcome,
+    RateLimiter,
+)
 from shardgate.limits.limiter import reset_header
 from shardgate.metrics import GatewayMetrics
 from shardgate.store import ALL, NO_LIMITS, Limits, Principal
@@ -168,3 +175,30 @@ async def test_unlimited_keys_touch_no_counter() -> None:
     limiter, _, _ = limiter_at(NOON)
     results = await asyncio.gather(*(limiter.admit(principal(), 100) for _ in range(50)))
     assert all(r.headers == {} for r in results)
+
+
+class CountingCounters(MemoryCounters):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.batches: list[int] = []
+
+    async def adjust(self, changes: Sequence[Change]) -> None:
+        self.batches.append(len(changes))
+        await asyncio.sleep(0)  # a round trip: the next settlements gather meanwhile
+        await super().adjust(changes)
+
+
+async def test_settlements_are_batched_while_one_is_on_its_way() -> None:
+    clock = Clock(NOON)
+    counters = CountingCounters(clock)
+    limiter = RateLimiter(counters, NO_LIMITS, NO_LIMITS, GatewayMetrics(), clock=clock)
+    who = principal(Limits(tpm=100_000, daily_tokens=10**6))
+    admissions = [await limiter.admit(who, 100) for _ in range(50)]
+    for admission in admissions[:10]:
+        limiter.settle_later(admission, 40)
+    await asyncio.sleep(0)  # the first batch leaves...
+    for admission in admissions[10:]:
+        limiter.settle_later(admission, 40)  # ...and these gather behind it
+    await limiter.drain()
+    assert counters.batches == [20, 80]  # a tpm refund and a budget addition each
+    assert counters.value(f"key:k1:day:{NOON:%Y%m%d}") == 50 * 40

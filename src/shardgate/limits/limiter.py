@@ -36,6 +36,7 @@ __all__ = ["Admission", "RateLimiter", "reset_header"]
 log = logging.getLogger(__name__)
 
 MINUTE_S = 60.0
+MAX_BATCH = 500  # settlement changes per counter-store call
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class RateLimiter:
         self._slot_ttl = slot_ttl_s
         self._clock = clock
         self._store_ok = True
-        self._settling: set[asyncio.Task[None]] = set()
+        self._pending: list[Change] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def admit(self, principal: Principal, tokens: int) -> Admission:
         parties = (
@@ -99,18 +101,32 @@ class RateLimiter:
         return admission
 
     def settle_later(self, admission: Admission, used_tokens: int) -> None:
-        """Settle once the response has ended (called from a synchronous callback)."""
+        """Settle once the response has ended (called from a synchronous callback).
+        Settlements are batched: while one batch is on its way to the counter store, the
+        next ones gather, so a busy gateway settles many responses per round trip."""
         if admission.settled or not admission.parties:
             return
         admission.settled = True
-        task = asyncio.get_running_loop().create_task(self._settle(admission, used_tokens))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        changes = self._settlement(admission, used_tokens)
+        if not changes:
+            return
+        self._pending.extend(changes)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def drain(self) -> None:
-        """Wait for pending settlements (at shutdown)."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Wait until every settlement has been written (at shutdown)."""
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await self.counters.adjust(batch)
+            except CounterStoreError as exc:
+                self._m.counter_store_errors.inc()
+                log.warning("could not settle %d usage changes: %s", len(batch), exc)
 
     async def _admit(self, parties: tuple[_Party, ...], tokens: int) -> Admission:
         checks, labels = self._checks(parties, tokens)
@@ -188,7 +204,7 @@ class RateLimiter:
         refusal.error_type = kind  # OpenAI tells "requests" and "tokens" limits apart so
         return refusal
 
-    async def _settle(self, admission: Admission, used: int) -> None:
+    def _settlement(self, admission: Admission, used: int) -> list[Change]:
         changes: list[Change] = []
         now: datetime | None = None
         delta = used - admission.estimate
@@ -206,13 +222,7 @@ class RateLimiter:
                     now = now or datetime.fromtimestamp(self._clock(), UTC)
                     key = party.counter(_budget_key(period, now))
                     changes.append(Change("count", key, used, 1, ttl))
-        if not changes:
-            return
-        try:
-            await self.counters.adjust(changes)
-        except CounterStoreError as exc:
-            self._m.counter_store_errors.inc()
-            log.warning("could not settle a request's usage: %s", exc)
+        return changes
 
     def _store_failed(self, exc: CounterStoreError) -> None:
         self._m.counter_store_errors.inc()
