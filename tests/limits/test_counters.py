@@ -11,6 +11,7 @@ import pytest
 
 from shardgate.limits import Change, Check, CounterStoreError, MemoryCounters, RedisCounters
 from shardgate.limits.counters import gcra
+from shardgate.limits.resp import RedisConnection, encode
 
 Counters = MemoryCounters | RedisCounters
 
@@ -131,3 +132,36 @@ async def test_an_unreachable_redis_raises_counter_store_error() -> None:
     with pytest.raises(CounterStoreError):
         await counters.adjust([Change("count", "k", 1, span_s=1.0)])
     await counters.close()
+
+
+async def test_redis_connection_recovers_from_a_script_flush_and_a_killed_socket() -> None:
+    counters = RedisCounters("redis://127.0.0.1:6379/0", f"test-{secrets.token_hex(4)}")
+    admin = RedisConnection("redis://127.0.0.1:6379/0", timeout_s=1.0)
+    try:
+        assert (await counters.admit([rate("k", 5)])).refused is None
+        await admin.call("SCRIPT", "FLUSH")  # EVALSHA now fails with NOSCRIPT: EVAL reloads
+        assert (await counters.admit([rate("k", 5)])).verdicts[0].remaining == 3
+        client_id = await counters._redis.call("CLIENT", "ID")
+        await admin.call("CLIENT", "KILL", "ID", client_id)
+        await asyncio.sleep(0.05)
+        # The dead socket was noticed and dropped; the next call connects again.
+        assert (await counters.admit([rate("k", 5)])).verdicts[0].remaining == 2
+        assert await counters._redis.call("CLIENT", "ID") != client_id
+    finally:
+        await counters.close()
+        await admin.close()
+
+
+async def test_redis_connection_pipelines_concurrent_calls_in_order() -> None:
+    connection = RedisConnection("redis://127.0.0.1:6379/0", timeout_s=2.0)
+    try:
+        replies = await asyncio.gather(*(connection.call("ECHO", f"m{i}") for i in range(500)))
+        assert replies == [f"m{i}".encode() for i in range(500)]
+    finally:
+        await connection.close()
+
+
+def test_resp_encoding_and_urls() -> None:
+    assert encode(("SET", "k", 1.5)) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n1.5\r\n"
+    with pytest.raises(ValueError, match="only redis://"):
+        RedisConnection("rediss://127.0.0.1", 1.0)

@@ -3,14 +3,13 @@ are atomic across every gateway replica, and rates use the Redis server's clock.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
 from shardgate.limits.counters import Change, Check, CounterStoreError, Outcome, Verdict
+from shardgate.limits.resp import RedisConnection, RedisReplyError
 
 __all__ = ["RedisCounters"]
 
@@ -82,12 +81,10 @@ _KINDS = {"rate": "r", "slot": "s", "budget": "b", "count": "c"}
 
 class RedisCounters:
     def __init__(self, url: str, namespace: str = "shardgate", timeout_s: float = 0.5) -> None:
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = RedisConnection(url, timeout_s)
         self._prefix = namespace + ":"
-        self._admit = self._redis.register_script(_ADMIT)
-        self._adjust = self._redis.register_script(_ADJUST)
+        self._admit = (_ADMIT, hashlib.sha1(_ADMIT.encode()).hexdigest())
+        self._adjust = (_ADJUST, hashlib.sha1(_ADJUST.encode()).hexdigest())
 
     async def admit(self, checks: Sequence[Check]) -> Outcome:
         if not checks:
@@ -112,10 +109,18 @@ class RedisCounters:
         await self._run(self._adjust, [c.key for c in changes], args)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: tuple[str, str], keys: list[str], args: list[Any]) -> Any:
+        source, sha = script
+        names = [self._prefix + k for k in keys]
         try:
-            return await script(keys=[self._prefix + k for k in keys], args=args)
-        except RedisError as exc:
+            try:
+                return await self._redis.call("EVALSHA", sha, len(names), *names, *args)
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # The first call on this server (or after SCRIPT FLUSH) sends the script.
+                return await self._redis.call("EVAL", source, len(names), *names, *args)
+        except (OSError, TimeoutError, RedisReplyError) as exc:
             raise CounterStoreError(f"redis: {exc}") from exc
