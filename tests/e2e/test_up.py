@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -27,7 +28,12 @@ def stack(module_tmp: Path, chat_model_dir: Path) -> Iterator[Proc]:
         ["up", "--data-dir", str(module_tmp / "data")],
         module_tmp,
         free_port(),
-        env={"SHARDGATE_BOOTSTRAP_KEY": KEY},
+        # Rate-limit counters in the real Redis, as several gateways would share them.
+        env={
+            "SHARDGATE_BOOTSTRAP_KEY": KEY,
+            "SHARDGATE_COUNTERS__BACKEND": "redis",
+            "SHARDGATE_COUNTERS__NAMESPACE": f"test-up-{os.getpid()}-{time.time_ns()}",
+        },
     )
     try:
         wait_ready(up, 240)
