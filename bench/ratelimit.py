@@ -4,7 +4,7 @@ Two parts, in one run, each with in-process counters and with Redis:
 
 - **checks**: in this process, in one uvloop event loop, ``RateLimiter.admit`` followed by
   ``settle_later`` for keys whose limits never refuse, and the bare counter operation
-  (``take``), in a closed loop at a few concurrencies;
+  (one rate check), in a closed loop at a few concurrencies;
 - **requests**: a fake shard and two gateways, one counting in process and one in Redis,
   get the same open-loop load of non-streaming chat completions, with a key that has no
   limits (the baseline: the limiter does nothing for it) and a key with limits that never
