@@ -93,7 +93,7 @@ async def _nothing(_: int = 0) -> None:
 
 
 def check_cases(backends: dict[str, CounterStore], levels: list[int], keys: int) -> list[CheckCase]:
-    """The no-op baseline, then per backend: admit + settle, and the bare take."""
+    """The no-op baseline, then per backend: admit + settle, and a single rate check."""
     principals = [
         Principal(
             f"bench-key-{i}",
