@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint bench bench-auth bench-engine bench-gateway bench-ratelimit services clean
+.PHONY: run test test-all lint train-safety bench-safety bench bench-auth bench-engine bench-gateway bench-ratelimit services clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,8 @@ test-all: $(STAMP) services
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
 
 bench: bench-gateway bench-auth bench-ratelimit bench-engine
@@ -41,6 +41,13 @@ bench-auth: $(STAMP) services
 
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
+
+# Safety classifiers: retrain from ../shared/datasets (deterministic), and evaluate held out.
+train-safety: $(STAMP)
+	$(PY) scripts/train_safety.py
+
+bench-safety: $(STAMP)
+	$(PY) bench/safety_eval.py
 
 bench-ratelimit: $(STAMP) services
 	$(PY) bench/ratelimit.py
