@@ -31,8 +31,10 @@ def estimate_tokens(ctx: RequestContext, default_completion: int) -> int:
     payload = ctx.payload
     completion = payload.get("max_completion_tokens") or payload.get("max_tokens")
     choices = payload.get("n") or 1
-    if not isinstance(completion, int) or not isinstance(choices, int):
-        completion, choices = default_completion, 1
+    if not isinstance(completion, int) or completion < 1:
+        completion = default_completion
+    if not isinstance(choices, int) or choices < 1:
+        choices = 1
     return prompt + completion * choices
 
 
