@@ -45,7 +45,8 @@ from shardgate.safety.classifier import LinearHead
 from shardgate.safety.embedder import EMBEDDING_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+# The labeled data sits beside the checkout (../shared/datasets) unless told otherwise.
+DATASETS = Path(os.environ.get("SHARDGATE_DATASETS", ROOT.parent / "shared" / "datasets"))
 EMBED_CHUNKS = 4  # chunks embedded and cached per text; heads use 1 or all of them
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
 TARGET_RECALL, TARGET_FPR = 0.90, 0.05
