@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,28 +105,45 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("proc")
 
 
+@contextlib.contextmanager
+def fake_gateways(
+    tmp: Path,
+    gateway_envs: Sequence[Mapping[str, str]],
+    shard_env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[Proc, list[Proc]]]:
+    """One fake-engine shard and a gateway routed to it per entry of ``gateway_envs`` (its
+    environment), each gateway with its own data directory ``tmp/g<i>``; all ready."""
+    shard = start(
+        ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(tmp)],
+        tmp,
+        free_port(),
+        env=dict(shard_env or {}),
+    )
+    gateways = [
+        start(
+            ["gateway", "--data-dir", str(tmp / f"g{i}"), "--shard", shard.url],
+            tmp,
+            free_port(),
+            env=dict(env),
+        )
+        for i, env in enumerate(gateway_envs)
+    ]
+    try:
+        for proc in (shard, *gateways):
+            wait_ready(proc, 60)
+        yield shard, gateways
+    finally:
+        for proc in (*gateways, shard):
+            proc.stop()
+
+
 @pytest.fixture(scope="module")
 def fake_stack(module_tmp: Path) -> Iterator[tuple[Proc, Proc, str]]:
     """A gateway in front of one fake-engine shard: (gateway, shard, api key)."""
     key = "sk-sg-fake-stack-key-0123456789"
-    shard = start(
-        ["shard", "--engine", "fake", "--models", f"{CHAT_MODEL}", "--data-dir", str(module_tmp)],
-        module_tmp,
-        free_port(),
-    )
-    gateway = start(
-        ["gateway", "--data-dir", str(module_tmp), "--shard", shard.url],
-        module_tmp,
-        free_port(),
-        env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_MAX_BODY_BYTES": "65536"},
-    )
-    try:
-        wait_ready(shard, 60)
-        wait_ready(gateway, 60)
+    env = {"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_MAX_BODY_BYTES": "65536"}
+    with fake_gateways(module_tmp, [env]) as (shard, (gateway,)):
         yield gateway, shard, key
-    finally:
-        gateway.stop()
-        shard.stop()
 
 
 # The server .ci/services.sh starts; trust auth on loopback.

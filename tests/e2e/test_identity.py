@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CHAT_MODEL, Proc, start, wait_ready
+from tests.conftest import CHAT_MODEL, Proc, fake_gateways
 
 ADMIN = "sk-sg-identity-admin-key-0123456789abcdef"
 TTL_S = 1.0  # the gateways' key cache: the bound on revocation delay across processes
@@ -23,31 +23,13 @@ TTL_S = 1.0  # the gateways' key cache: the bound on revocation delay across pro
 
 @pytest.fixture(scope="module")
 def stack(module_tmp: Path) -> Iterator[tuple[Proc, Path]]:
-    from shardgate.serve import free_port
-
-    data = module_tmp / "data"
-    shard = start(
-        ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(data)],
-        module_tmp,
-        free_port(),
-    )
-    gateway = start(
-        ["gateway", "--data-dir", str(data), "--shard", shard.url],
-        module_tmp,
-        free_port(),
-        env={
-            "SHARDGATE_BOOTSTRAP_KEY": ADMIN,
-            "SHARDGATE_AUTH__CACHE_TTL_S": str(TTL_S),
-            "SHARDGATE_AUTH__LAST_USED_FLUSH_S": "0.2",
-        },
-    )
-    try:
-        wait_ready(shard, 60)
-        wait_ready(gateway, 60)
-        yield gateway, data
-    finally:
-        gateway.stop()
-        shard.stop()
+    env = {
+        "SHARDGATE_BOOTSTRAP_KEY": ADMIN,
+        "SHARDGATE_AUTH__CACHE_TTL_S": str(TTL_S),
+        "SHARDGATE_AUTH__LAST_USED_FLUSH_S": "0.2",
+    }
+    with fake_gateways(module_tmp, [env]) as (_, (gateway,)):
+        yield gateway, module_tmp / "g0"
 
 
 @pytest.fixture(scope="module")

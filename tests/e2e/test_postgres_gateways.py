@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CHAT_MODEL, Proc, start, wait_ready
+from tests.conftest import CHAT_MODEL, Proc, fake_gateways
 
 ADMIN = "sk-sg-postgres-admin-key-0123456789abcdef"
 TTL_S = 1.0
@@ -23,35 +23,14 @@ TTL_S = 1.0
 def gateways(
     module_tmp: Path, new_postgres_database: Callable[[], str]
 ) -> Iterator[tuple[Proc, Proc, str]]:
-    from shardgate.serve import free_port
-
     url = new_postgres_database()
-    shard = start(
-        ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(module_tmp)],
-        module_tmp,
-        free_port(),
-    )
     env = {
         "SHARDGATE_DATABASE_URL": url,
         "SHARDGATE_BOOTSTRAP_KEY": ADMIN,
         "SHARDGATE_AUTH__CACHE_TTL_S": str(TTL_S),
     }
-    procs = [
-        start(
-            ["gateway", "--data-dir", str(module_tmp / f"g{i}"), "--shard", shard.url],
-            module_tmp,
-            free_port(),
-            env=env,
-        )
-        for i in range(2)
-    ]
-    try:
-        for proc in (shard, *procs):
-            wait_ready(proc, 60)
-        yield procs[0], procs[1], url
-    finally:
-        for proc in (*procs, shard):
-            proc.stop()
+    with fake_gateways(module_tmp, [env] * 2) as (_, (first, second)):
+        yield first, second, url
 
 
 def chat(gateway: Proc, key: str) -> int:

@@ -17,20 +17,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CHAT_MODEL, Proc, start, wait_ready
+from tests.conftest import CHAT_MODEL, Proc, fake_gateways, start, wait_ready
 
 ADMIN = "sk-sg-limits-admin-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def gateways(module_tmp: Path, new_postgres_database: Callable[[], str]) -> Iterator[list[Proc]]:
-    from shardgate.serve import free_port
-
-    shard = start(
-        ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(module_tmp)],
-        module_tmp,
-        free_port(),
-    )
     env = {
         "SHARDGATE_DATABASE_URL": new_postgres_database(),
         "SHARDGATE_BOOTSTRAP_KEY": ADMIN,
@@ -39,22 +32,8 @@ def gateways(module_tmp: Path, new_postgres_database: Callable[[], str]) -> Iter
         "SHARDGATE_COUNTERS__NAMESPACE": f"test-{secrets.token_hex(4)}",
         "SHARDGATE_AUTH__CACHE_TTL_S": "1",
     }
-    procs = [
-        start(
-            ["gateway", "--data-dir", str(module_tmp / f"g{i}"), "--shard", shard.url],
-            module_tmp,
-            free_port(),
-            env=env,
-        )
-        for i in range(3)
-    ]
-    try:
-        for proc in (shard, *procs):
-            wait_ready(proc, 60)
+    with fake_gateways(module_tmp, [env] * 3) as (_, procs):
         yield procs
-    finally:
-        for proc in (*procs, shard):
-            proc.stop()
 
 
 def admin(gateway: Proc, method: str, path: str, body: Any = None) -> Any:

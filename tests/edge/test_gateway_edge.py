@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shardgate.serve import free_port
-from tests.conftest import CHAT_MODEL, Proc, start, wait_ready
+from tests.conftest import CHAT_MODEL, Proc, fake_gateways
 
 KEY = "sk-sg-edge-tests-key-0123456789"
 FAILURES = 5  # per address per minute
@@ -53,25 +52,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(module_tmp: Path) -> Iterator[Stack]:
-    shard = start(
-        ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(module_tmp)],
-        module_tmp,
-        free_port(),
-        env={"SHARDGATE_ENGINE__FAKE_TOKEN_DELAY_S": "0.005"},  # streams last, unread or not
-    )
-    gateways = []
-    for name, env in GATEWAY_ENV.items():
-        data = module_tmp / name
-        data.mkdir()
-        command = ["gateway", "--data-dir", str(data), "--shard", shard.url]
-        gateways.append(start(command, data, free_port(), env={**COMMON_ENV, **env}))
-    try:
-        for proc in [shard, *gateways]:
-            wait_ready(proc, 60)
+    envs = [{**COMMON_ENV, **env} for env in GATEWAY_ENV.values()]
+    shard_env = {"SHARDGATE_ENGINE__FAKE_TOKEN_DELAY_S": "0.005"}  # streams last, unread or not
+    with fake_gateways(module_tmp, envs, shard_env) as (_, gateways):
         yield Stack(*gateways)
-    finally:
-        for proc in [*gateways, shard]:
-            proc.stop()
 
 
 def client(source: str = "127.0.0.1") -> httpx.Client:
