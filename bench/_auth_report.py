@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from _common import print_table, verdict
+from _common import machine, print_table, print_warnings, run_info, verdict
 
 WARM_P50_TARGET_US = 100.0
 OTHER_CPU_WARNING = 15.0
@@ -67,8 +66,7 @@ def added(results: list[CaseResult]) -> list[dict[str, Any]]:
 def print_report(
     results: list[CaseResult], postgres_skipped: str | None, args: argparse.Namespace
 ) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
-    load1, _, _ = os.getloadavg()
+    cores, load1 = machine()
     print(
         f"\nshardgate authentication benchmark: {args.keys} keys round-robin, "
         f"{args.calls} measured calls per case after {args.warmup} warm-up calls, "
@@ -92,11 +90,9 @@ def print_report(
     targets = check_target(results)
     print_target(targets)
     warnings = disturbance_warnings(results)
-    for line in warnings:
-        print(f"WARNING: {line}")
+    print_warnings(warnings)
     return {
-        "machine": {"cpu_cores": cores, "load_average_1m": load1},
-        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        **run_info(args, cores, load1),
         "cases": [asdict(r) | {"other_cpu_percent": r.other_cpu_percent} for r in results],
         "added_latency": extra,
         "targets": targets,

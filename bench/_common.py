@@ -242,6 +242,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def machine() -> tuple[int, float]:
+    """CPU cores, and the load average over the last minute, for a report's header."""
+    return os.cpu_count() or 1, os.getloadavg()[0]
+
+
+def run_info(args: argparse.Namespace, cores: int, load1: float) -> dict[str, Any]:
+    """The ``machine`` and ``settings`` entries of a report's JSON (paths as strings)."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return {"machine": {"cpu_cores": cores, "load_average_1m": load1}, "settings": settings}
+
+
+def print_warnings(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"WARNING: {line}")
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")

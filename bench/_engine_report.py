@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from _common import MODEL, print_table, verdict
+from _common import MODEL, machine, print_table, print_warnings, run_info, verdict
 
 TARGET_CONCURRENCY = 16
 TARGET_SPEEDUP = 5.0
@@ -44,8 +43,7 @@ class LevelResult:
 def print_report(
     baseline: BaselineResult, levels: list[LevelResult], args: argparse.Namespace
 ) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
-    load1, _, _ = os.getloadavg()
+    cores, load1 = machine()
     sampling = f"temperature {args.temperature:g}" if args.temperature > 0 else "greedy"
     print(
         f"\nshardgate engine benchmark: {MODEL}, float32, {args.threads} torch threads, "
@@ -56,15 +54,9 @@ def print_report(
     targets = check_targets(levels)
     print_targets(targets)
     warnings = disturbance_warnings(baseline, levels)
-    for line in warnings:
-        print(f"WARNING: {line}")
+    print_warnings(warnings)
     return {
-        "machine": {"cpu_cores": cores, "load_average_1m": load1},
-        "settings": {
-            **vars(args),
-            "data_dir": str(args.data_dir),
-            "json": str(args.json) if args.json else None,
-        },
+        **run_info(args, cores, load1),
         "baseline": asdict(baseline),
         "levels": [asdict(v) for v in levels],
         "targets": targets,

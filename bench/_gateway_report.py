@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from _common import MODEL, print_table, verdict
+from _common import MODEL, machine, print_table, print_warnings, run_info, verdict
 
 ADDED_P50_TARGET_MS = 1.0
 ADDED_P99_TARGET_MS = 5.0
@@ -60,8 +59,7 @@ def added_latency(results: list[PhaseResult]) -> list[dict[str, Any]]:
 
 
 def print_report(results: list[PhaseResult], args: argparse.Namespace) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
-    load1, _, _ = os.getloadavg()
+    cores, load1 = machine()
     print(f"\nshardgate gateway benchmark: a fake shard ({MODEL}) and one gateway, on loopback")
     print(
         f"load generator: aiohttp + uvloop, one process, at most {args.max_connections} "
@@ -77,11 +75,9 @@ def print_report(results: list[PhaseResult], args: argparse.Namespace) -> dict[s
     print_closed_loop(results)
     print_cpu(results)
     warnings = load_warnings(results)
-    for line in warnings:
-        print(f"WARNING: {line}")
+    print_warnings(warnings)
     return {
-        "machine": {"cpu_cores": cores, "load_average_1m": load1},
-        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        **run_info(args, cores, load1),
         "phases": [asdict(r) for r in results],
         "added_latency": added,
         "warnings": warnings,

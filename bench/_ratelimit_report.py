@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from _common import print_table, verdict
+from _common import machine, print_table, print_warnings, run_info, verdict
 
 ADDED_P99_TARGET_MS = 1.0
 DEFAULT_RATE = 500.0  # the rate the target is set for
@@ -73,8 +72,7 @@ class Results:
 
 
 def print_report(results: Results, args: argparse.Namespace) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
-    load1, _, _ = os.getloadavg()
+    cores, load1 = machine()
     print("\nshardgate rate-limit benchmark: RateLimiter on in-process counters and on Redis")
     where = "not measured"
     if results.redis:
@@ -92,11 +90,9 @@ def print_report(results: Results, args: argparse.Namespace) -> dict[str, Any]:
     if results.redis_keys_deleted is not None:
         print(f"\n(Redis: {results.redis_keys_deleted} keys of the run's namespace deleted)")
     warnings = disturbance_warnings(results)
-    for line in warnings:
-        print(f"WARNING: {line}")
+    print_warnings(warnings)
     return {
-        "machine": {"cpu_cores": cores, "load_average_1m": load1},
-        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        **run_info(args, cores, load1),
         "redis": results.redis,
         "redis_skipped": results.redis_skipped,
         "redis_keys_deleted": results.redis_keys_deleted,
