@@ -11,6 +11,7 @@ ShardgateError                     500 internal_error
 ├── RequestTimeout                 408 invalid_request_error (code request_timeout)
 ├── AlreadyExists                  409 invalid_request_error (code already_exists)
 ├── TooManyRequests                429 requests (code rate_limit_exceeded)
+│   ├── TokensRateLimited          429 tokens (code rate_limit_exceeded)
 │   └── QuotaExceeded              429 insufficient_quota
 └── ServiceUnavailable             503 service_unavailable
     └── ShardUnavailable           503 (no shard could serve the model)
@@ -35,6 +36,7 @@ __all__ = [
     "ServiceUnavailable",
     "ShardUnavailable",
     "ShardgateError",
+    "TokensRateLimited",
     "TooManyRequests",
     "error_body",
 ]
@@ -125,6 +127,12 @@ class TooManyRequests(ShardgateError):
     status_code = 429
     error_type = "requests"
     default_code = "rate_limit_exceeded"
+
+
+class TokensRateLimited(TooManyRequests):
+    """Over a tokens-per-minute limit: OpenAI tells it apart from requests by its type."""
+
+    error_type = "tokens"
 
 
 class QuotaExceeded(TooManyRequests):

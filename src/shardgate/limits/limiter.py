@@ -19,7 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shardgate.errors import QuotaExceeded, ServiceUnavailable, TooManyRequests
+from shardgate.errors import (
+    QuotaExceeded,
+    ServiceUnavailable,
+    TokensRateLimited,
+    TooManyRequests,
+)
 from shardgate.limits.counters import (
     Change,
     Check,
@@ -184,10 +189,10 @@ class RateLimiter:
                 f"it renews at {resets:%Y-%m-%d %H:%M} UTC",
                 headers={"Retry-After": str(math.ceil((resets - now).total_seconds()))},
             )
-        kind, label_text = {
-            "concurrency": ("requests", "concurrent requests"),
-            "rpm": ("requests", "requests per minute"),
-            "tpm": ("tokens", "tokens per minute"),
+        error, label_text = {
+            "concurrency": (TooManyRequests, "concurrent requests"),
+            "rpm": (TooManyRequests, "requests per minute"),
+            "tpm": (TokensRateLimited, "tokens per minute"),
         }[what]
         if what == "tpm" and check.cost > check.limit:
             message = (
@@ -200,9 +205,7 @@ class RateLimiter:
                 f"retry in {reset_header(verdict.retry_after_s)}"
             )
         retry_after = max(1, math.ceil(verdict.retry_after_s))
-        refusal = TooManyRequests(message, headers={"Retry-After": str(retry_after)})
-        refusal.error_type = kind  # OpenAI tells "requests" and "tokens" limits apart so
-        return refusal
+        return error(message, headers={"Retry-After": str(retry_after)})
 
     def _settlement(self, admission: Admission, used: int) -> list[Change]:
         changes: list[Change] = []
