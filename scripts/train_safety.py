@@ -47,6 +47,9 @@ from shardgate.safety.embedder import EMBEDDING_MODEL
 ROOT = Path(__file__).resolve().parent.parent
 # The labeled data sits beside the checkout (../shared/datasets) unless told otherwise.
 DATASETS = Path(os.environ.get("SHARDGATE_DATASETS", ROOT.parent / "shared" / "datasets"))
+# Data written for this project (scripts/everyday_prompts.py), found here before DATASETS.
+LOCAL_DATA = ROOT / "scripts" / "data"
+EVERYDAY = "everyday_prompts.jsonl"
 EMBED_CHUNKS = 4  # chunks embedded and cached per text; heads use 1 or all of them
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
 TARGET_RECALL, TARGET_FPR = 0.90, 0.05
@@ -86,8 +89,13 @@ HARM_CATEGORIES = (
 SPECS = (
     # Real user prompts: promptshield's benign rows are templates, and without these any
     # question not shaped like them ("How do I bake sourdough bread?") looked like an attack.
+    # Everyday prompts (scripts/everyday_prompts.py): short requests like "Say hello in
+    # Spanish." that neither file has, and that both heads otherwise flagged.
     DetectorSpec(
-        "injection", "prompt_injection.jsonl", "injection", extra_benign=("harmful_requests.jsonl",)
+        "injection",
+        "prompt_injection.jsonl",
+        "injection",
+        extra_benign=("harmful_requests.jsonl", EVERYDAY),
     ),
     DetectorSpec(
         "harmful",
@@ -96,7 +104,7 @@ SPECS = (
         drop_categories=("harmbench:copyright", "donotanswer:information_hazards"),
         # Short everyday prompts: without them "What is the capital of France?" looks like
         # Do-Not-Answer's short questions, the only short prompts in this file.
-        extra_benign=("prompt_injection.jsonl",),
+        extra_benign=("prompt_injection.jsonl", EVERYDAY),
         category_map=HARM_CATEGORIES,
     ),
 )
@@ -121,6 +129,11 @@ def role_of(text: str, split: str | None, category: str) -> str:
     return "train" if bucket < 70 else "val" if bucket < 80 else "test"
 
 
+def data_file(datasets: Path, file: str) -> Path:
+    local = LOCAL_DATA / file
+    return local if local.exists() else datasets / file
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as lines:  # not splitlines(): texts hold U+2028
         return [json.loads(line) for line in lines if line.strip()]
@@ -129,7 +142,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_rows(spec: DetectorSpec, datasets: Path) -> list[Row]:
     rows = []
     for file in (spec.file, *spec.extra_benign):
-        for i, obj in enumerate(read_jsonl(datasets / file)):
+        for i, obj in enumerate(read_jsonl(data_file(datasets, file))):
             if obj["category"].startswith(spec.drop_categories):
                 continue
             if file != spec.file and obj["label"] != "benign":
@@ -142,7 +155,7 @@ def load_rows(spec: DetectorSpec, datasets: Path) -> list[Row]:
 
 def data_sha256(spec: DetectorSpec, datasets: Path) -> str:
     """SHA-256 of the training file (of the files' digests, with extra benign files)."""
-    digests = [file_sha256(datasets / f) for f in (spec.file, *spec.extra_benign)]
+    digests = [file_sha256(data_file(datasets, f)) for f in (spec.file, *spec.extra_benign)]
     return (
         digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     )
@@ -253,7 +266,7 @@ class Embedded:
 
 def embed_rows(spec: DetectorSpec, datasets: Path, cache: Path) -> tuple[Embedded, str]:
     rows = load_rows(spec, datasets)
-    files = {f: embed_file(datasets / f, cache) for f in {r.file for r in rows}}
+    files = {f: embed_file(data_file(datasets, f), cache) for f in {r.file for r in rows}}
     chunks = {f: _chunks_by_line(owner) for f, (_, owner) in files.items()}
     vectors, owner = [], []
     for i, row in enumerate(rows):

@@ -112,7 +112,9 @@ def fake_gateways(
     shard_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Proc, list[Proc]]]:
     """One fake-engine shard and a gateway routed to it per entry of ``gateway_envs`` (its
-    environment), each gateway with its own data directory ``tmp/g<i>``; all ready."""
+    environment), each gateway with its own data directory ``tmp/g<i>``; all ready. The
+    content filter is off unless an environment turns it on: these gateways test other
+    stages, and loading its models costs each one seconds."""
     shard = start(
         ["shard", "--engine", "fake", "--models", CHAT_MODEL, "--data-dir", str(tmp)],
         tmp,
@@ -124,7 +126,7 @@ def fake_gateways(
             ["gateway", "--data-dir", str(tmp / f"g{i}"), "--shard", shard.url],
             tmp,
             free_port(),
-            env=dict(env),
+            env={"SHARDGATE_SAFETY__ENABLED": "false", **env},
         )
         for i, env in enumerate(gateway_envs)
     ]

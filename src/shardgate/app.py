@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from shardgate import __version__
 from shardgate.admin.api import admin_operations
 from shardgate.admin.service import AdminService
+from shardgate.api.moderations import ModerationRequest, moderation_handler
 from shardgate.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shardgate.errors import ServiceUnavailable
 from shardgate.identity import KeyVerifier
@@ -24,15 +26,20 @@ from shardgate.openapi import Operation, openapi_document
 from shardgate.pipeline import Pipeline, RequestContext
 from shardgate.pipeline.auth import Authenticate
 from shardgate.pipeline.authorize import Authorize, AuthorizeModel
+from shardgate.pipeline.base import Stage
 from shardgate.pipeline.clientip import ClientAddress
+from shardgate.pipeline.contentfilter import ContentFilter, TenantPolicies
 from shardgate.pipeline.edge import EdgeGuard
 from shardgate.pipeline.ipthrottle import IpThrottle
 from shardgate.pipeline.observe import Observe
 from shardgate.pipeline.parse import ParseRequest
 from shardgate.pipeline.ratelimit import RateLimit
 from shardgate.pipeline.route import RouteToShard
+from shardgate.pipeline.safetymonitor import SafetyMonitor
 from shardgate.pipeline.shed import ShedBusyShards
 from shardgate.routing import ShardClient, ShardRegistry
+from shardgate.safety.events import SafetyEventLog
+from shardgate.safety.scanner import SafetyScanner
 from shardgate.security import shard_client_ssl
 from shardgate.settings import Settings
 from shardgate.store import SqlStore, Store, connect, database_url
@@ -64,6 +71,18 @@ def create_gateway_app(
         on_error=settings.counters.on_error,
         slot_ttl_s=settings.shard_read_timeout_s + 60,
     )
+    safety = settings.safety
+    scanner = SafetyScanner(settings.models_dir / "safety", safety.classifier_weights_dir)
+    safety_events = SafetyEventLog(store, metrics, safety.events_flush_s)
+    policies = TenantPolicies(store, safety.policy, settings.auth.cache_ttl_s)
+    safety_stages: list[Stage] = (
+        [
+            ContentFilter(scanner, policies, safety_events, safety, metrics),
+            SafetyMonitor(scanner, safety_events, safety, metrics),
+        ]
+        if safety.enabled
+        else []
+    )
     pipeline = Pipeline(
         [
             Observe(metrics),
@@ -81,9 +100,10 @@ def create_gateway_app(
             Authenticate(verifier),
             Authorize(),
             ParseRequest(),
-            AuthorizeModel(),
+            AuthorizeModel(skip_routes={"moderations"}),
             ShedBusyShards(registry, settings.edge.max_shard_queue, metrics),
             RateLimit(limiter),
+            *safety_stages,
         ]
     )
     route = RouteToShard(registry, client)
@@ -96,6 +116,15 @@ def create_gateway_app(
             if ctx.principal.may_use(name)
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    moderate = moderation_handler(scanner, safety_events, safety, metrics)
+
+    async def moderations(ctx: RequestContext) -> Response:
+        if not safety.enabled:
+            raise ServiceUnavailable(
+                "the content filter is disabled on this gateway", code="content_filter_disabled"
+            )
+        return await moderate(ctx)
 
     async def prometheus(ctx: RequestContext) -> Response:
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
@@ -129,8 +158,24 @@ def create_gateway_app(
             "Create embeddings",
             EmbeddingRequest,
         ),
+        Operation(
+            "POST",
+            "/v1/moderations",
+            "moderations",
+            moderations,
+            "moderations",
+            "Classify text with the content filter's detectors",
+            ModerationRequest,
+        ),
         Operation("GET", "/metrics", "metrics", prometheus, "metrics", "Prometheus metrics"),
-        *admin_operations(AdminService(store, on_key_change=verifier.forget)),
+        *admin_operations(
+            AdminService(
+                store,
+                on_key_change=verifier.forget,
+                safety_default=safety.policy,
+                on_policy_change=policies.forget,
+            )
+        ),
     ]
     # The standard json module: the schemas hold integers beyond orjson's 64-bit range.
     document = json.dumps(openapi_document(operations, __version__)).encode()
@@ -142,6 +187,8 @@ def create_gateway_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if safety.enabled and not scanner.ready:
+            raise ServiceUnavailable("not ready: the safety models are loading")
         if not registry.all_ready():
             waiting = [m for m in registry.known_models() if not registry.candidates(m)]
             detail = ", ".join(waiting) if waiting else "no shard has reported its models yet"
@@ -153,11 +200,17 @@ def create_gateway_app(
         await registry.check_all()
         registry.start()
         verifier.start()
+        safety_events.start()
+        loading = asyncio.create_task(scanner.start()) if safety.enabled else None
         try:
             yield
         finally:
+            if loading is not None:
+                loading.cancel()
+            scanner.close()
             await registry.stop()
             await verifier.stop()
+            await safety_events.stop()
             await limiter.drain()
             await limiter.counters.close()
             await client.close()

@@ -2,7 +2,8 @@
 
 ShardgateError                     500 internal_error
 ├── InvalidRequest                 400 invalid_request_error
-│   └── PayloadTooLarge            413 invalid_request_error
+│   ├── PayloadTooLarge            413 invalid_request_error
+│   └── ContentFiltered            400 invalid_request_error (code content_filtered)
 ├── AuthenticationFailed           401 authentication_error
 ├── PermissionDenied               403 permission_error
 ├── NotFound                       404 not_found_error
@@ -14,7 +15,8 @@ ShardgateError                     500 internal_error
 │   ├── TokensRateLimited          429 tokens (code rate_limit_exceeded)
 │   └── QuotaExceeded              429 insufficient_quota
 └── ServiceUnavailable             503 service_unavailable
-    └── ShardUnavailable           503 (no shard could serve the model)
+    ├── ShardUnavailable           503 (no shard could serve the model)
+    └── SafetyUnavailable          503 (a safety detector failed closed)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 __all__ = [
     "AlreadyExists",
     "AuthenticationFailed",
+    "ContentFiltered",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -33,6 +36,7 @@ __all__ = [
     "PermissionDenied",
     "QuotaExceeded",
     "RequestTimeout",
+    "SafetyUnavailable",
     "ServiceUnavailable",
     "ShardUnavailable",
     "ShardgateError",
@@ -73,6 +77,12 @@ class InvalidRequest(ShardgateError):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     default_code = "payload_too_large"
+
+
+class ContentFiltered(InvalidRequest):
+    """The content filter refused the request; the message names the categories."""
+
+    default_code = "content_filtered"
 
 
 class AuthenticationFailed(ShardgateError):
@@ -147,6 +157,10 @@ class ServiceUnavailable(ShardgateError):
 
 class ShardUnavailable(ServiceUnavailable):
     default_code = "shard_unavailable"
+
+
+class SafetyUnavailable(ServiceUnavailable):
+    default_code = "content_filter_unavailable"
 
 
 def error_body(

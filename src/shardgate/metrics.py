@@ -102,6 +102,27 @@ class GatewayMetrics:
             ["to"],
             registry=r,
         )
+        self.safety_events = Counter(
+            "shardgate_safety_events",
+            "What the content filter (input), the safety monitor (output) and the moderation "
+            "endpoint found, by detector and the action taken",
+            ["stage", "detector", "action"],
+            registry=r,
+        )
+        self.safety_detector_errors = Counter(
+            "shardgate_safety_detector_errors",
+            "Safety detectors that failed on a request, by the detector and whether the "
+            "request went on unchecked (open) or was refused (closed)",
+            ["detector", "mode"],
+            registry=r,
+        )
+        self.safety_latency = Histogram(
+            "shardgate_safety_duration_seconds",
+            "Time the content filter (input) and each output check took",
+            ["stage"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
         self.shard_up = Gauge(
             "shardgate_shard_up",
             "1 when the shard answers its readiness check",

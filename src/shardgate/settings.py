@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from shardgate.safety.policy import SafetyPolicy
+
 __all__ = [
     "AuthSettings",
     "CounterSettings",
@@ -31,6 +33,7 @@ __all__ = [
     "EngineSettings",
     "LimitSettings",
     "ModelSpec",
+    "SafetySettings",
     "Settings",
     "SettingsError",
     "ShardEndpoint",
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SHARDGATE_"
+FailureMode = Literal["open", "closed"]
 
 
 class SettingsError(Exception):
@@ -148,6 +152,44 @@ class EdgeSettings(_Frozen):
         return value
 
 
+class DetectorFailures(_Frozen):
+    """Per detector, what a request gets when the detector fails (its model did not load,
+    it raised, a tenant's pattern ran past its time limit): ``closed`` refuses the request
+    with 503, ``open`` lets it through unchecked by that detector. Both are counted."""
+
+    pii: FailureMode = "closed"
+    secrets: FailureMode = "closed"
+    injection: FailureMode = "closed"
+    harmful: FailureMode = "closed"
+    toxicity: FailureMode = "open"
+    deny: FailureMode = "closed"
+
+
+class SafetySettings(_Frozen):
+    """The content filter on requests and the safety monitor on answers."""
+
+    enabled: bool = True
+    policy: SafetyPolicy = Field(
+        SafetyPolicy(), description="the default policy; a tenant's override is merged over it"
+    )
+    on_error: DetectorFailures = DetectorFailures()
+    classifier_weights_dir: Path | None = Field(
+        None,
+        description="the injection/harmful heads (injection.npz, harmful.npz); "
+        "default: the ones shipped in the package",
+    )
+    judged_messages: int = Field(
+        8, ge=1, le=64, description="the most recent user and tool messages the models judge"
+    )
+    output_window_chars: int = Field(
+        512, ge=64, description="how much of the answer, up to its end, each output check reads"
+    )
+    output_stride_chars: int = Field(
+        128, ge=16, description="new answer text between two output checks"
+    )
+    events_flush_s: float = Field(1.0, gt=0, description="how often safety events are saved")
+
+
 class TlsSettings(_Frozen):
     """TLS 1.3 on the gateway's public listener; plain HTTP when unset."""
 
@@ -245,6 +287,7 @@ class Settings(_Frozen):
     # How many gateway processes share the store and counters; over 1 needs Redis counters.
     gateway_replicas: int = Field(1, ge=1)
     edge: EdgeSettings = EdgeSettings()
+    safety: SafetySettings = SafetySettings()
     tls: TlsSettings = TlsSettings()
     shard_tls: ShardTlsSettings = ShardTlsSettings()
 

@@ -11,6 +11,7 @@ from shardgate.store import (
     Conflict,
     Limits,
     NewKey,
+    SafetyEvent,
     SqlStore,
     display_prefix,
     generate_key,
@@ -164,3 +165,36 @@ async def test_limits_are_stored_on_tenants_and_keys(store: SqlStore) -> None:
     assert tenant is not None and tenant.limits == Limits(tpm=90_000)
     assert await store.set_tenant_limits("nobody", Limits()) is None
     assert await store.set_key_limits("key_missing", Limits()) is None
+
+
+async def test_a_tenant_safety_policy_override_is_stored_and_cleared(store: SqlStore) -> None:
+    await store.create_tenant("acme")
+    assert (await store.get_tenant("acme")).safety_policy is None  # type: ignore[union-attr]
+    override = {"input": {"pii": "block"}, "deny_terms": ["project zeus"]}
+    tenant = await store.set_tenant_safety_policy("acme", override)
+    assert tenant is not None and tenant.safety_policy == override
+    assert [t.safety_policy for t in await store.list_tenants()] == [override]
+    cleared = await store.set_tenant_safety_policy("acme", None)
+    assert cleared is not None and cleared.safety_policy is None
+    assert await store.set_tenant_safety_policy("nobody", override) is None
+
+
+async def test_safety_events_are_stored_and_listed_newest_first(store: SqlStore) -> None:
+    def event(tenant: str, n: int) -> SafetyEvent:
+        return SafetyEvent(
+            1000.0 + n, tenant, "key_1", f"req{n}", "chat.completions", "input",
+            "pii", "pii.email", 0.99, "redact",
+        )  # fmt: skip
+
+    await store.add_safety_events([event("acme", n) for n in range(5)])
+    await store.add_safety_events([event("globex", 5)])
+    await store.add_safety_events([])
+    newest = await store.list_safety_events()
+    assert [e.request_id for e in newest] == ["req5", "req4", "req3", "req2", "req1", "req0"]
+    assert newest[0].id is not None and newest[0].tenant == "globex"
+    assert newest[1] == SafetyEvent(**{**vars(event("acme", 4)), "id": newest[1].id})
+    acme = await store.list_safety_events("acme", limit=2)
+    assert [e.request_id for e in acme] == ["req4", "req3"]
+    page = await store.list_safety_events("acme", before_id=acme[-1].id, limit=10)
+    assert [e.request_id for e in page] == ["req2", "req1", "req0"]
+    assert [e.request_id for e in await store.list_safety_events(since=1004.0)] == ["req5", "req4"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -15,11 +17,16 @@ from shardgate.admin.protocol import (
     LimitsUpdateRequest,
     RoleList,
     RoleObject,
+    SafetyEventList,
+    SafetyEventObject,
+    SafetyPolicyObject,
+    SafetyPolicyUpdate,
     TenantCreateRequest,
     TenantList,
     TenantObject,
 )
 from shardgate.admin.service import AdminService
+from shardgate.errors import InvalidRequest
 from shardgate.openapi import Operation
 from shardgate.pipeline.base import Handler
 from shardgate.pipeline.context import RequestContext
@@ -35,6 +42,7 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     "auditor": "reads its own tenant's records; read-only",
 }
 PREFIX = "/admin/v1"
+MAX_EVENTS_PAGE = 1000
 
 
 def admin_operations(service: AdminService) -> list[Operation]:
@@ -42,7 +50,7 @@ def admin_operations(service: AdminService) -> list[Operation]:
         assert ctx.principal is not None  # Authenticate ran
         return ctx.principal
 
-    def reply(model: TenantObject | TenantList | ApiKeyObject | ApiKeyList | RoleList) -> Response:
+    def reply(model: BaseModel) -> Response:
         return JSONResponse(model.model_dump(mode="json"))
 
     async def list_tenants(ctx: RequestContext) -> Response:
@@ -101,6 +109,31 @@ def admin_operations(service: AdminService) -> list[Operation]:
         key_id = ctx.request.path_params["key_id"]
         issued, old_until = await service.rotate_key(actor(ctx), key_id, ctx.parsed.grace_period)
         return reply(ApiKeyRotated.rotated(issued.key, issued.secret, old_until))
+
+    async def get_safety_policy(ctx: RequestContext) -> Response:
+        tenant = await service.get_tenant(actor(ctx), ctx.request.path_params["name"])
+        return reply(SafetyPolicyObject.of(tenant, service.effective_policy(tenant)))
+
+    async def set_safety_policy(ctx: RequestContext) -> Response:
+        assert isinstance(ctx.parsed, SafetyPolicyUpdate)
+        name = ctx.request.path_params["name"]
+        tenant = await service.set_safety_policy(actor(ctx), name, ctx.parsed.override())
+        return reply(SafetyPolicyObject.of(tenant, service.effective_policy(tenant)))
+
+    async def list_safety_events(ctx: RequestContext) -> Response:
+        query = ctx.request.query_params
+        limit = _number(query.get("limit"), "limit", int) or 100
+        if not 1 <= limit <= MAX_EVENTS_PAGE:
+            raise InvalidRequest(f"limit must be 1 to {MAX_EVENTS_PAGE}", param="limit")
+        events = await service.list_safety_events(
+            actor(ctx),
+            query.get("tenant"),
+            since=_number(query.get("since"), "since", float),
+            before_id=_number(query.get("before"), "before", int),
+            limit=limit + 1,
+        )
+        data = [SafetyEventObject.of(e) for e in events[:limit]]
+        return reply(SafetyEventList(data=data, has_more=len(events) > limit))
 
     async def list_roles(ctx: RequestContext) -> Response:
         roles = [RoleObject(name=n, description=d) for n, d in ROLE_DESCRIPTIONS.items()]
@@ -226,6 +259,34 @@ def admin_operations(service: AdminService) -> list[Operation]:
         ),
         op(
             "GET",
+            "/tenants/{name}/safety",
+            "tenants.safety.get",
+            get_safety_policy,
+            "admin:read",
+            "A tenant's safety policy: its override and the effective policy",
+            response=SafetyPolicyObject,
+        ),
+        op(
+            "PUT",
+            "/tenants/{name}/safety",
+            "tenants.safety.set",
+            set_safety_policy,
+            "admin:platform",
+            "Replace a tenant's safety policy override ({} returns it to the default)",
+            SafetyPolicyUpdate,
+            SafetyPolicyObject,
+        ),
+        op(
+            "GET",
+            "/safety/events",
+            "safety.events.list",
+            list_safety_events,
+            "admin:read",
+            "Safety events, newest first (query: tenant, since, before, limit)",
+            response=SafetyEventList,
+        ),
+        op(
+            "GET",
             "/roles",
             "roles.list",
             list_roles,
@@ -234,3 +295,12 @@ def admin_operations(service: AdminService) -> list[Operation]:
             response=RoleList,
         ),
     ]
+
+
+def _number(raw: str | None, name: str, kind: type[int] | type[float]) -> Any:
+    if raw is None or raw == "":
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number", param=name) from None

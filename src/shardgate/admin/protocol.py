@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shardgate.store import ApiKey, Limits, Role, Tenant
+from shardgate.safety.policy import Action, OutputAction, SafetyPolicy
+from shardgate.store import ApiKey, Limits, Role, SafetyEvent, Tenant
 
 __all__ = [
     "ApiKeyCreated",
@@ -20,6 +21,10 @@ __all__ = [
     "LimitsUpdateRequest",
     "RoleList",
     "RoleObject",
+    "SafetyEventList",
+    "SafetyEventObject",
+    "SafetyPolicyObject",
+    "SafetyPolicyUpdate",
     "TenantCreateRequest",
     "TenantList",
     "TenantObject",
@@ -176,3 +181,75 @@ class RoleObject(BaseModel):
 class RoleList(BaseModel):
     object: Literal["list"] = "list"
     data: list[RoleObject]
+
+
+class _InputActions(_Request):
+    pii: Action | None = None
+    secrets: Action | None = None
+    injection: Action | None = None
+    harmful: Action | None = None
+    toxicity: Action | None = None
+    deny: Action | None = None
+
+
+class _OutputActions(_Request):
+    pii: OutputAction | None = None
+    secrets: OutputAction | None = None
+    harmful: OutputAction | None = None
+    toxicity: OutputAction | None = None
+    deny: OutputAction | None = None
+
+
+class SafetyPolicyUpdate(_Request):
+    """A tenant's override: what is set here replaces the default; the rest follows it.
+    An empty object returns the tenant to the default policy."""
+
+    input: _InputActions | None = Field(
+        None, description="per detector: allow, flag, redact (pii, secrets, deny) or block"
+    )
+    output: _OutputActions | None = Field(None, description="per detector: allow, flag or block")
+    restore: bool | None = Field(None, description="put redacted values back into the answer")
+    deny_terms: list[str] | None = Field(None, max_length=500)
+    deny_patterns: list[str] | None = Field(None, max_length=50)
+
+    def override(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class SafetyPolicyObject(BaseModel):
+    object: Literal["safety_policy"] = "safety_policy"
+    tenant: str
+    override: dict[str, Any] | None = Field(description="what the tenant changes; null: nothing")
+    effective: dict[str, Any] = Field(description="the policy its requests get")
+
+    @classmethod
+    def of(cls, tenant: Tenant, effective: SafetyPolicy) -> SafetyPolicyObject:
+        override = dict(tenant.safety_policy) if tenant.safety_policy else None
+        return cls(tenant=tenant.name, override=override, effective=effective.model_dump())
+
+
+class SafetyEventObject(BaseModel):
+    object: Literal["safety_event"] = "safety_event"
+    id: int
+    created_at: float
+    tenant: str
+    key_id: str | None
+    request_id: str
+    route: str
+    stage: str = Field(description="input, output or moderation")
+    detector: str
+    category: str
+    score: float
+    action: str = Field(description="flag, redact, block, or error (the detector failed)")
+
+    @classmethod
+    def of(cls, event: SafetyEvent) -> SafetyEventObject:
+        fields = asdict(event)
+        fields["id"] = event.id or 0
+        return cls(**fields)
+
+
+class SafetyEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SafetyEventObject]
+    has_more: bool

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from shardgate.errors import AlreadyExists, InvalidRequest, NotFound, PermissionDenied
+from shardgate.safety.policy import PolicyError, SafetyPolicy, merge_policy
 from shardgate.store import (
     ALL,
     ENDPOINTS,
@@ -27,6 +29,7 @@ from shardgate.store import (
     NewKey,
     Principal,
     Role,
+    SafetyEvent,
     Store,
     Tenant,
     display_prefix,
@@ -75,10 +78,14 @@ class AdminService:
         store: Store,
         on_key_change: Callable[[str], None] = lambda key_id: None,
         clock: Callable[[], float] = time.time,
+        safety_default: SafetyPolicy | None = None,
+        on_policy_change: Callable[[str], None] = lambda tenant: None,
     ) -> None:
         self._store = store
         self._on_key_change = on_key_change  # e.g. drop the key from the gateway's cache
         self._clock = clock
+        self.safety_default = safety_default or SafetyPolicy()
+        self._on_policy_change = on_policy_change
 
     # tenants
 
@@ -113,6 +120,45 @@ class AdminService:
         if tenant is None:
             raise NotFound(f"no tenant named '{name}'")
         return tenant
+
+    # safety
+
+    def effective_policy(self, tenant: Tenant) -> SafetyPolicy:
+        try:
+            return merge_policy(self.safety_default, tenant.safety_policy)
+        except PolicyError:  # the gateway falls back to the default too
+            return self.safety_default
+
+    async def set_safety_policy(
+        self, actor: Principal, name: str, override: Mapping[str, Any] | None
+    ) -> Tenant:
+        """Replace a tenant's override of the default safety policy (empty: the default)."""
+        await self.get_tenant(actor, name)
+        _require(actor.role == "admin", "only a platform admin can change a safety policy")
+        try:
+            merge_policy(self.safety_default, override)
+        except PolicyError as exc:
+            raise InvalidRequest(f"invalid safety policy: {exc}", param="policy") from None
+        tenant = await self._store.set_tenant_safety_policy(name, override or None)
+        if tenant is None:
+            raise NotFound(f"no tenant named '{name}'")
+        self._on_policy_change(name)
+        return tenant
+
+    async def list_safety_events(
+        self,
+        actor: Principal,
+        tenant: str | None = None,
+        since: float | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[SafetyEvent]:
+        """Newest first. A tenant admin or auditor sees its own tenant's events only."""
+        if tenant is not None:
+            await self.get_tenant(actor, tenant)
+        elif actor.role != "admin":
+            tenant = actor.tenant
+        return await self._store.list_safety_events(tenant, since, before_id, max(limit, 1))
 
     # keys
 

@@ -9,6 +9,8 @@ key's model scopes. Which tenant an admin call may touch is decided by ``AdminSe
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from starlette.responses import Response
 
 from shardgate.errors import PermissionDenied
@@ -45,11 +47,17 @@ class Authorize:
 
 
 class AuthorizeModel:
+    """The model scope, on routes whose ``model`` names a served model (not, say, the
+    moderation endpoint's, which names a classifier)."""
+
+    def __init__(self, skip_routes: Collection[str] = ()) -> None:
+        self._skip = frozenset(skip_routes)
+
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
         principal = ctx.principal
         assert principal is not None, "Authenticate runs first"
         model = ctx.payload.get("model")
-        if isinstance(model, str) and not principal.may_use(model):
+        if isinstance(model, str) and ctx.route not in self._skip and not principal.may_use(model):
             raise PermissionDenied(
                 f"this key's scopes do not include the model '{model}'",
                 param="model",

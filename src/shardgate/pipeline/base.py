@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from shardgate.pipeline.context import RequestContext
 
-__all__ = ["Handler", "Pipeline", "Stage", "when_done"]
+__all__ = ["Handler", "Pipeline", "Stage", "streaming_body", "when_done"]
 
 Handler = Callable[[RequestContext], Awaitable[Response]]
 
@@ -59,6 +59,14 @@ def when_done(response: Response, callback: Callable[[], None]) -> Response:
         return _Finally(response, callback)
     callback()
     return response
+
+
+def streaming_body(response: Response) -> StreamingResponse | None:
+    """The streaming response inside ``response`` (which ``when_done`` may have wrapped),
+    whose ``body_iterator`` a stage may replace; None for a plain response."""
+    while isinstance(response, _Finally):
+        response = response.inner
+    return response if isinstance(response, StreamingResponse) else None
 
 
 class _Finally(Response):

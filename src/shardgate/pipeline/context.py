@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from shardgate.safety.policy import SafetyPolicy
+from shardgate.safety.redact import Redaction
 from shardgate.store.records import Principal
 
 __all__ = ["RequestContext"]
@@ -35,3 +37,8 @@ class RequestContext:
     first_token_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    # Set by the content filter for the safety monitor: the tenant's policy, and the
+    # placeholders to put back into the answer (None: nothing to restore).
+    safety_policy: SafetyPolicy | None = None
+    redaction: Redaction | None = None

@@ -1,6 +1,6 @@
 """Storage seams (protocols) and their SQL implementation, with schema migrations."""
 
-from shardgate.store.base import Conflict, KeyStore, Store, TenantStore
+from shardgate.store.base import Conflict, KeyStore, SafetyEventStore, Store, TenantStore
 from shardgate.store.database import (
     STORE_ERRORS,
     DatabaseError,
@@ -19,6 +19,7 @@ from shardgate.store.records import (
     NewKey,
     Principal,
     Role,
+    SafetyEvent,
     SecretMatch,
     Tenant,
 )
@@ -39,6 +40,8 @@ __all__ = [
     "NewKey",
     "Principal",
     "Role",
+    "SafetyEvent",
+    "SafetyEventStore",
     "SecretMatch",
     "SqlStore",
     "Store",

@@ -3,12 +3,12 @@ embedded default, or in memory) and PostgreSQL; one contract suite runs against 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from shardgate.store.records import ApiKey, Limits, NewKey, SecretMatch, Tenant
+from shardgate.store.records import ApiKey, Limits, NewKey, SafetyEvent, SecretMatch, Tenant
 
-__all__ = ["Conflict", "KeyStore", "Store", "TenantStore"]
+__all__ = ["Conflict", "KeyStore", "SafetyEventStore", "Store", "TenantStore"]
 
 
 class Conflict(Exception):
@@ -24,6 +24,10 @@ class TenantStore(Protocol):
     async def list_tenants(self) -> list[Tenant]: ...
 
     async def set_tenant_limits(self, name: str, limits: Limits) -> Tenant | None: ...
+
+    async def set_tenant_safety_policy(
+        self, name: str, policy: Mapping[str, Any] | None
+    ) -> Tenant | None: ...
 
 
 class KeyStore(Protocol):
@@ -53,5 +57,18 @@ class KeyStore(Protocol):
     async def has_admin_key(self) -> bool: ...
 
 
-class Store(TenantStore, KeyStore, Protocol):
+class SafetyEventStore(Protocol):
+    async def add_safety_events(self, events: Sequence[SafetyEvent]) -> None: ...
+
+    async def list_safety_events(
+        self,
+        tenant: str | None = None,
+        since: float | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[SafetyEvent]:
+        """Newest first; ``before_id`` pages back from an earlier answer's last id."""
+
+
+class Store(TenantStore, KeyStore, SafetyEventStore, Protocol):
     async def close(self) -> None: ...

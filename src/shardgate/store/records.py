@@ -5,8 +5,9 @@ Roles, and the endpoint names that scopes refer to, are defined here once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "ALL",
@@ -19,6 +20,7 @@ __all__ = [
     "NewKey",
     "Principal",
     "Role",
+    "SafetyEvent",
     "SecretMatch",
     "Tenant",
 ]
@@ -28,7 +30,7 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 
 ALL: Final = "*"  # a scope entry that grants every endpoint, or every model
 # The endpoints a key's scopes may name. /admin is governed by the role, not by scopes.
-ENDPOINTS: Final = ("models", "chat", "completions", "embeddings", "metrics")
+ENDPOINTS: Final = ("models", "chat", "completions", "embeddings", "moderations", "metrics")
 READ_ONLY_ENDPOINTS: Final = frozenset({"models", "metrics"})
 
 
@@ -68,6 +70,25 @@ class Tenant:
     name: str
     created_at: float
     limits: Limits = NO_LIMITS
+    # The tenant's override of the default safety policy (partial); None: the default.
+    safety_policy: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """What a safety detector found in a request or answer. Never the text itself."""
+
+    created_at: float
+    tenant: str
+    key_id: str | None
+    request_id: str
+    route: str
+    stage: str  # "input", "output" or "moderation"
+    detector: str
+    category: str
+    score: float
+    action: str  # "flag", "redact", "block" or "error" (the detector failed)
+    id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["LIMIT_COLUMNS", "api_key_secrets", "api_keys", "metadata", "tenants"]
+__all__ = [
+    "LIMIT_COLUMNS",
+    "api_key_secrets",
+    "api_keys",
+    "metadata",
+    "safety_events",
+    "tenants",
+]
 
 metadata = sa.MetaData()
 
@@ -24,6 +31,8 @@ tenants = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
     *_limit_columns(),
+    # The tenant's safety policy override (a partial policy); NULL: the settings' default.
+    sa.Column("safety_policy", sa.JSON),
 )
 
 api_keys = sa.Table(
@@ -58,4 +67,21 @@ api_key_secrets = sa.Table(
     ),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
+)
+
+# What the content filter and the safety monitor found: never the text itself.
+safety_events = sa.Table(
+    "safety_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("key_id", sa.String(32)),
+    sa.Column("request_id", sa.String(32), nullable=False),
+    sa.Column("route", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),  # input, output, moderation
+    sa.Column("detector", sa.String(16), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # flag, redact, block, error
 )

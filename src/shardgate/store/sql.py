@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
@@ -17,8 +18,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shardgate.store.base import Conflict
-from shardgate.store.records import NO_LIMITS, ApiKey, Limits, NewKey, SecretMatch, Tenant
-from shardgate.store.schema import LIMIT_COLUMNS, api_key_secrets, api_keys, tenants
+from shardgate.store.records import (
+    NO_LIMITS,
+    ApiKey,
+    Limits,
+    NewKey,
+    SafetyEvent,
+    SecretMatch,
+    Tenant,
+)
+from shardgate.store.schema import (
+    LIMIT_COLUMNS,
+    api_key_secrets,
+    api_keys,
+    safety_events,
+    tenants,
+)
 
 __all__ = ["SqlStore"]
 
@@ -74,6 +89,43 @@ class SqlStore:
                 tenants.update().where(tenants.c.name == name).values(**asdict(limits))
             )
         return await self.get_tenant(name)
+
+    async def set_tenant_safety_policy(
+        self, name: str, policy: Mapping[str, Any] | None
+    ) -> Tenant | None:
+        value = dict(policy) if policy else None
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tenants.update().where(tenants.c.name == name).values(safety_policy=value)
+            )
+        return await self.get_tenant(name)
+
+    # safety events
+
+    async def add_safety_events(self, events: Sequence[SafetyEvent]) -> None:
+        if not events:
+            return
+        rows = [{k: v for k, v in asdict(e).items() if k != "id"} for e in events]
+        async with self.engine.begin() as conn:
+            await conn.execute(safety_events.insert(), rows)
+
+    async def list_safety_events(
+        self,
+        tenant: str | None = None,
+        since: float | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[SafetyEvent]:
+        query = safety_events.select().order_by(safety_events.c.id.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(safety_events.c.tenant == tenant)
+        if since is not None:
+            query = query.where(safety_events.c.created_at >= since)
+        if before_id is not None:
+            query = query.where(safety_events.c.id < before_id)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [SafetyEvent(**r._mapping) for r in rows]
 
     # keys
 
@@ -214,7 +266,9 @@ def _api_key(row: RowMapping) -> ApiKey:
 
 
 def _tenant(row: RowMapping) -> Tenant:
-    return Tenant(row["id"], row["name"], row["created_at"], _limits(row))
+    return Tenant(
+        row["id"], row["name"], row["created_at"], _limits(row), row["safety_policy"] or None
+    )
 
 
 def _limits(row: RowMapping) -> Limits:

@@ -1,0 +1,233 @@
+"""Every detector behind one async call, for the content filter, the output monitor and
+``/v1/moderations``.
+
+Pattern detectors (PII, secrets, a tenant's deny-list) are cheap and run on the event loop
+for short texts. The models (MiniLM heads for injection and harmful requests, the toxicity
+BiLSTM) are CPU-heavy, so they run on one worker thread, loaded there when the gateway
+starts. A detector that raises, or whose model failed to load, is reported in
+``Scan.failed``; what that means for the request (fail open or closed) is the caller's
+setting, so a broken detector never turns into a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shardgate.safety.base import Detector, Finding
+from shardgate.safety.classifier import WEIGHTS_DIR, Detection, SafetyClassifier
+from shardgate.safety.denylist import DenyList
+from shardgate.safety.pii import PiiDetector
+from shardgate.safety.secrets_scan import SecretsDetector
+from shardgate.safety.toxicity import ToxicityDetector
+
+__all__ = ["Hit", "SafetyScanner", "Scan", "TextScores"]
+
+log = logging.getLogger(__name__)
+
+CLASSIFIED = ("injection", "harmful")
+INLINE_CHARS = 16_384  # longer inputs are pattern-scanned on the worker thread
+JUDGED_CHARS = 4_096  # a longer text is judged by its head and its tail
+TOXICITY_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One detector's finding in text ``text`` of a scan; ``spans`` for span detectors."""
+
+    detector: str  # "pii", "secrets", "deny", "injection", "harmful", "toxicity"
+    category: str  # "pii.email", "injection", "harmful.weapons", "toxicity.insult", "deny"
+    score: float
+    text: int
+    spans: tuple[Finding, ...] = ()
+
+
+@dataclass
+class Scan:
+    hits: list[Hit] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # detector -> what went wrong
+
+    def of(self, detector: str) -> list[Hit]:
+        return [h for h in self.hits if h.detector == detector]
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """The models' scores for one text (empty where a model is not loaded or failed)."""
+
+    detections: dict[str, Detection]
+    toxicity: dict[str, float]
+
+
+class SafetyScanner:
+    def __init__(
+        self,
+        toxicity_cache_dir: Path,
+        weights_dir: Path | None = None,
+        load_classifier: Callable[[Path], SafetyClassifier] | None = None,
+    ) -> None:
+        self._toxicity_cache = toxicity_cache_dir
+        self._weights_dir = weights_dir or WEIGHTS_DIR
+        self._load_classifier = load_classifier or (lambda d: SafetyClassifier.load(None, d))
+        self._span: dict[str, Detector] = {"pii": PiiDetector(), "secrets": SecretsDetector()}
+        self._classifier: SafetyClassifier | None = None
+        self._toxicity: ToxicityDetector | None = None
+        self._load_errors: dict[str, str] = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="safety")
+        self._loaded = asyncio.Event()
+
+    async def start(self) -> None:
+        """Load the models on the worker thread (seconds); scans wait until this is done."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        finally:
+            self._loaded.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set()
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        return dict(self._load_errors)
+
+    def _load(self) -> None:
+        try:
+            self._classifier = self._load_classifier(self._weights_dir)
+        except Exception as exc:  # a missing or corrupt weights file, a broken torch
+            self._load_errors.update(dict.fromkeys(CLASSIFIED, _describe(exc)))
+            log.error("safety classifiers unavailable: %s", _describe(exc))
+        try:
+            self._toxicity = ToxicityDetector.load(self._toxicity_cache, TOXICITY_THRESHOLD)
+        except Exception as exc:
+            self._load_errors["toxicity"] = _describe(exc)
+            log.error("toxicity model unavailable: %s", _describe(exc))
+
+    async def scan(
+        self,
+        texts: Sequence[str],
+        detectors: Collection[str],
+        deny: DenyList | None = None,
+        judged: Sequence[int] | None = None,
+    ) -> Scan:
+        """Run ``detectors`` over ``texts``: span detectors over all of them, the models over
+        the texts at the indices ``judged`` (default: all)."""
+        scan = Scan()
+        span = [d for d in ("pii", "secrets", "deny") if d in detectors]
+        if span:
+            if sum(map(len, texts)) <= INLINE_CHARS:
+                self._scan_spans(texts, span, deny, scan)
+            else:
+                await self._run(self._scan_spans, texts, span, deny, scan)
+        models = [d for d in (*CLASSIFIED, "toxicity") if d in detectors]
+        if models:
+            indices = list(range(len(texts))) if judged is None else list(judged)
+            scores = await self.scores([texts[i] for i in indices], models, scan.failed)
+            for i, text_scores in zip(indices, scores, strict=True):
+                scan.hits += _model_hits(i, text_scores)
+        return scan
+
+    async def scores(
+        self,
+        texts: Sequence[str],
+        models: Collection[str] = (*CLASSIFIED, "toxicity"),
+        failed: dict[str, str] | None = None,
+    ) -> list[TextScores]:
+        """The models' scores per text; a model that is unavailable or raises is noted in
+        ``failed`` and its scores left out."""
+        failed = {} if failed is None else failed
+        await self._loaded.wait()
+        for name in models:
+            if name in self._load_errors:
+                failed[name] = self._load_errors[name]
+        wanted = [m for m in models if m not in failed]
+        if not wanted or not texts:
+            return [TextScores({}, {}) for _ in texts]
+        scores: list[TextScores] = await self._run(self._score, list(texts), wanted, failed)
+        return scores
+
+    def _score(
+        self, texts: list[str], models: list[str], failed: dict[str, str]
+    ) -> list[TextScores]:
+        pieces, owner = _judged_pieces(texts)
+        detections: list[dict[str, Detection]] = [{} for _ in texts]
+        if self._classifier is not None and any(m in CLASSIFIED for m in models):
+            try:
+                for i, found in zip(owner, self._classifier.classify(pieces), strict=True):
+                    for name, d in found.items():
+                        if name in models and d.score >= detections[i].get(name, d).score:
+                            detections[i][name] = d
+            except Exception as exc:
+                failed.update({m: _describe(exc) for m in CLASSIFIED if m in models})
+                detections = [{} for _ in texts]
+        toxicity: list[dict[str, float]] = [{} for _ in texts]
+        if self._toxicity is not None and "toxicity" in models:
+            try:
+                for i, scores in zip(owner, self._toxicity.scores(pieces), strict=True):
+                    toxicity[i] = {k: max(v, toxicity[i].get(k, 0.0)) for k, v in scores.items()}
+            except Exception as exc:
+                failed["toxicity"] = _describe(exc)
+                toxicity = [{} for _ in texts]
+        return [TextScores(d, t) for d, t in zip(detections, toxicity, strict=True)]
+
+    def _scan_spans(
+        self, texts: Sequence[str], span: list[str], deny: DenyList | None, scan: Scan
+    ) -> None:
+        detectors: dict[str, Detector | None] = {n: self._span.get(n) or deny for n in span}
+        for name, detector in detectors.items():
+            if detector is None:
+                continue
+            try:
+                for i, text in enumerate(texts):
+                    by_category: dict[str, list[Finding]] = {}
+                    for f in detector.scan(text):
+                        by_category.setdefault(f.category, []).append(f)
+                    scan.hits += [
+                        Hit(name, category, max(f.score for f in spans), i, tuple(spans))
+                        for category, spans in by_category.items()
+                    ]
+            except Exception as exc:  # a deny pattern past its time limit, say
+                scan.failed[name] = _describe(exc)
+                scan.hits = [h for h in scan.hits if h.detector != name]
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _model_hits(i: int, scores: TextScores) -> list[Hit]:
+    hits = []
+    for name, d in scores.detections.items():
+        if d.flagged:
+            top = max(d.categories.items(), key=lambda kv: kv[1], default=None)
+            category = f"{name}.{top[0]}" if top is not None else name
+            hits.append(Hit(name, category, d.score, i))
+    for label, p in scores.toxicity.items():
+        if p >= TOXICITY_THRESHOLD:
+            hits.append(Hit("toxicity", f"toxicity.{label}", p, i))
+    return hits
+
+
+def _judged_pieces(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Texts cut to what the models read: a long text becomes its head and its tail."""
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        if len(text) <= 2 * JUDGED_CHARS:
+            pieces.append(text)
+            owner.append(i)
+        else:
+            pieces += (text[:JUDGED_CHARS], text[-JUDGED_CHARS:])
+            owner += (i, i)
+    return pieces, owner
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
