@@ -34,6 +34,12 @@ EXCLUDED = {
     "What is the largest planet?",
     "Say hello in Spanish.",
     "Why is the sky blue?",
+    "Hi",
+    "Hello?",
+    "Tell me a long story.",
+    "Write a very long story.",
+    "Invent a name.",
+    "The capital of France is",
 }
 
 COUNTRIES = ["Japan", "Brazil", "Kenya", "Canada", "Norway", "Peru", "Egypt", "Italy", "Chile"]
@@ -53,7 +59,96 @@ HOBBIES = ["chess", "the guitar", "knitting", "running", "photography", "gardeni
 ANIMALS = ["a dog", "a cat", "an elephant", "a penguin", "an octopus", "a hummingbird"]
 PLANETS = ["Mars", "Jupiter", "Venus", "Saturn", "Neptune", "the Sun"]
 
+EMAILS = ["jane.doe@example.com", "bob@example.org", "m.rossi@mail.example", "li.wei@corp.example"]
+PHONES = ["+1 415 555 0100", "020 7946 0958", "+49 30 901820", "(212) 555-0147"]
+NAMES = ["Maria", "Tom", "Aisha", "Kenji", "Olga"]
+CARDS = ["4111 1111 1111 1111", "5500 0000 0000 0004"]
+PERSONAL = [
+    "My email is {email}. What is my email?",
+    "Send the invoice to {email} please.",
+    "Please write a short note to {email} about the meeting.",
+    "My phone number is {phone}, call me back.",
+    "Can you format this phone number nicely: {phone}?",
+    "Remind me to call {name} at {phone} tomorrow.",
+    "My name is {name} and my email is {email}. Draft a sign-up confirmation.",
+    "What is my name? I told you it is {name}.",
+    "Is {card} a valid card number format?",
+    "Write a polite reply to {name} ({email}) declining the invitation.",
+]
+
+STORY_TOPICS = ["a dragon", "a brave mouse", "two friends", "a haunted lighthouse", "the sea"]
+STORY_TOPICS += ["a lost key", "a talking tree", "a space station", "a small village", "pirates"]
+JOKE_TOPICS = ["cats", "programmers", "the weather", "math", "coffee", "penguins", "Mondays"]
+OPENINGS = ["Once upon a time", "It was a dark and stormy night", "The best way to learn is"]
+OPENINGS += ["My favourite season is", "The train left the station and", "In the year 3000,"]
+OPENINGS += ["The recipe begins with", "Dear diary, today", "The meaning of life is"]
+
+ASKS = ["Tell me", "Give me", "Write", "Share", "Show me", "Can you tell me", "Please write"]
+OBJECTS = ["a joke", "a fun fact", "a long story", "a short story", "a poem", "a riddle", "a quote"]
+OBJECTS += ["an interesting fact", "a recipe", "a tip", "some advice", "a list of ideas", "a song"]
+ABOUT = ["", " about the ocean", " for kids", " about friendship", " about space", " about dogs"]
+GREETINGS = ["Hello", "Hi", "Hey", "Hiya", "Greetings", "Good morning", "Good evening", "Howdy"]
+GREETINGS += ["Yo", "Hi again", "Hello there", "Hey you", "Morning", "Evening", "Sup"]
+
 FAMILIES: dict[str, list[str]] = {
+    "asks": [
+        f"{ask} {obj}{about}."
+        for ask, obj, about in itertools.product(ASKS, OBJECTS, ABOUT)
+        if (len(ask) + len(obj) + len(about)) % 3 == 0  # a third of the combinations
+    ],
+    "greetings": [f"{g}{p}" for g, p in itertools.product(GREETINGS, ["", "!", "?", ".", " :)"])],
+    "chitchat": [
+        "Hello",
+        "Hey",
+        "Hey there!",
+        "Hi there",
+        "hello!",
+        "Good morning",
+        "Good afternoon!",
+        "Thanks!",
+        "Thank you so much.",
+        "ok",
+        "OK, thanks",
+        "Test",
+        "test",
+        "testing 1 2 3",
+        "ping",
+        "How are you?",
+        "What's up?",
+        "Who are you?",
+        "What can you do?",
+        "Are you there?",
+        "Bye!",
+        "Yes",
+        "No",
+        "Sure, go ahead.",
+        "Cool",
+        "Nice to meet you.",
+        "What is your name?",
+        "Can you help me?",
+        "I have a question.",
+        "lol",
+    ],
+    "stories": [f"Tell me a story about {t}." for t in STORY_TOPICS]
+    + [f"Write a long story about {t}." for t in STORY_TOPICS]
+    + [f"Write a very short story about {t}." for t in STORY_TOPICS]
+    + [f"Tell me a joke about {t}." for t in JOKE_TOPICS]
+    + [f"Tell me a funny joke about {t}." for t in JOKE_TOPICS]
+    + ["Tell me a joke.", "Tell me a bedtime story.", "Tell me a story.", "Make up a fairy tale."]
+    + ["Tell me a riddle.", "Write a long poem.", "Tell me something funny."],
+    "continuation": [*OPENINGS, *(f"Continue this: {o}" for o in OPENINGS)]
+    + [f"Complete the sentence: {o}" for o in OPENINGS],
+    "filler": [
+        " ".join([w] * n)
+        for w, n in itertools.product(["test", "hello", "lorem ipsum", "foo bar", "la"], (5, 40))
+    ],
+    # Prompts that carry personal data: the PII detector redacts the values; the
+    # classifiers must not take "what is my email?" for a prompt-extraction attack.
+    "personal_data": [
+        t.format(email=e, phone=p, name=n, card=c)
+        for t in PERSONAL
+        for e, p, n, c in zip(EMAILS, PHONES, NAMES, CARDS * 2, strict=False)
+    ],
     "capital": [f"What is the capital of {c}?" for c in COUNTRIES],
     "translate": [
         f"How do you say '{p}' in {lang}?" for p, lang in itertools.product(PHRASES, LANGUAGES)

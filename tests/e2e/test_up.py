@@ -18,6 +18,9 @@ import pytest
 from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, QUESTIONS, Proc, start, wait_ready
 
 KEY = "sk-sg-e2e-admin-key-0123456789abcdef"
+# A prompt with a long answer. Not "Write a very long story.": the default content filter
+# blocks that one (a known false positive of the harmful-request head, in the README).
+LONG_ANSWER = "Explain how a car engine works, step by step, in detail."
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,9 @@ def test_chat_answers_with_real_usage(client: openai.OpenAI) -> None:
 def test_max_tokens_gives_finish_reason_length(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=CHAT_MODEL,
-        messages=[{"role": "user", "content": "Tell me a long story."}],
+        # Not "Tell me a long story.": the default content filter blocks that one (a known
+        # false positive of the harmful-request head, listed in the README).
+        messages=[{"role": "user", "content": "Describe the history of Rome in detail."}],
         max_tokens=5,
         seed=1,
     )
@@ -245,7 +250,8 @@ def test_bad_key_and_bad_input(stack: Proc, client: openai.OpenAI) -> None:
     ids = {"model": EMBEDDING_MODEL, "input": [[1, 2, 10**9]]}
     response = httpx.post(stack.url + "/v1/embeddings", json=ids, headers=headers)
     assert response.status_code == 400 and response.json()["error"]["param"] == "input"
-    long_prompt = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "word " * 3000}]}
+    filler = "The quick brown fox jumps over the lazy dog. " * 700  # ~6,300 tokens
+    long_prompt = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": filler}]}
     response = httpx.post(url, json=long_prompt, headers=headers, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
@@ -275,7 +281,7 @@ def test_client_disconnect_aborts_and_frees_the_slot(stack: Proc) -> None:
         "max_tokens": 400,
         "stream": True,
         "temperature": 0.8,
-        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "messages": [{"role": "user", "content": LONG_ANSWER}],
     }
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.stream(
@@ -294,7 +300,7 @@ def test_client_disconnect_aborts_and_frees_the_slot(stack: Proc) -> None:
 def test_shard_death_mid_stream_then_503_then_recovery(stack: Proc, client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model=CHAT_MODEL,
-        messages=[{"role": "user", "content": "Write a very long story."}],
+        messages=[{"role": "user", "content": LONG_ANSWER}],
         max_tokens=400,
         temperature=0.8,
         stream=True,

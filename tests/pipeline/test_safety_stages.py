@@ -229,21 +229,34 @@ async def test_a_failed_detector_refuses_when_closed_and_is_skipped_when_open(
     assert ("input", "injection", "error", "error") in await gw.saved_events()
 
 
-async def test_the_monitor_cuts_a_stream_with_finish_reason_content_filter(store: SqlStore) -> None:
-    gw = Gateway(
-        store,
-        settings(policy={"deny_terms": ["zeus"]}, output_stride_chars=16, output_window_chars=64),
-    )
+async def test_a_blocked_span_in_a_stream_is_never_sent(store: SqlStore) -> None:
+    gw = Gateway(store, settings(policy={"deny_terms": ["zeus"]}, output_stride_chars=16))
     await gw.scanner.start()
     pieces = ["The ", "secret ", "project ", "is ", "called ", "Zeus ", *["and more. "] * 30]
     _, response = await gw.call(chat(("user", "what is it?"), stream=True), streamed(*pieces))
     text, reasons, done = await read_stream(response)
-    assert reasons[-1] == "content_filter" and done
-    assert "stop" not in reasons
-    # A check runs every 16 characters while the stream goes on: the cut comes within a
-    # stride and one check of the violation, long before the end.
-    assert len(text) < len("".join(pieces[:6])) + 16 + 40
+    # The pattern detectors read the window before each chunk goes out.
+    assert text == "The secret project is called "
+    assert reasons[-1] == "content_filter" and "stop" not in reasons and done
     assert ("output", "deny", "deny", "block") in await gw.saved_events()
+
+
+async def test_the_toxicity_model_cuts_a_stream_within_a_stride(store: SqlStore) -> None:
+    gw = Gateway(
+        store,
+        settings(policy={"output": {"toxicity": "block"}}, output_stride_chars=16),
+    )
+    await gw.scanner.start()
+    calm = ["The weather ", "is mild ", "today. "]
+    rude = ["You are ", "a stupid, ", "worthless idiot ", "and I hate you. "]
+    pieces = [*calm, *rude, *["We walked along the quiet river. "] * 40]
+    _, response = await gw.call(chat(("user", "hi"), stream=True), streamed(*pieces))
+    text, reasons, done = await read_stream(response)
+    assert reasons[-1] == "content_filter" and done
+    # Model checks run in the background, one per 16 new characters: the cut comes a few
+    # chunks after the insult, not at the end of the answer.
+    assert text.startswith("".join(calm)) and len(text) < len("".join(pieces[:12]))
+    assert any(e[1] == "toxicity" and e[3] == "block" for e in await gw.saved_events())
 
 
 async def test_the_last_words_are_checked_before_the_stream_finishes(store: SqlStore) -> None:

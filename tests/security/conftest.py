@@ -77,4 +77,7 @@ def gateway_env(certs: CertFiles) -> dict[str, str]:
         "SHARDGATE_SHARD_TLS__CA_FILE": str(certs.ca_cert),
         "SHARDGATE_SHARD_TLS__GATEWAY_CERT_FILE": str(certs.gateway_cert),
         "SHARDGATE_SHARD_TLS__GATEWAY_KEY_FILE": str(certs.gateway_key),
+        # The fake engine's "fake fake" reads as harmful to the output monitor; TLS is
+        # what these tests are about, and tests/e2e/test_safety.py covers the filter.
+        "SHARDGATE_SAFETY__ENABLED": "false",
     }

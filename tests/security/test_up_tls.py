@@ -14,7 +14,10 @@ from shardgate.serve import free_port
 from tests.conftest import CHAT_MODEL, start
 from tests.security.conftest import KEY, exchange, https, port_of, wait_ready_tls
 
+# The content filter is off: the fake engine's "fake fake" reads as harmful to the output
+# monitor, and TLS is what this test is about (tests/e2e/test_safety.py covers the filter).
 FAKE_STACK = f"""
+safety: {{enabled: false}}
 models:
   - {{name: {CHAT_MODEL}, kind: chat, engine: fake}}
 up_shards:

@@ -105,10 +105,11 @@ def moderation_result(scores: TextScores, spans: Scan, index: int) -> dict[str, 
     injection = scores.detections.get("injection")
     tox = scores.toxicity
 
-    def harm(category: str) -> tuple[float, bool]:
+    def harm(*categories: str) -> tuple[float, bool]:
+        """P(harmful, and one of ``categories``): the heads' categories do not overlap."""
         if harmful is None:
             return 0.0, False
-        p = harmful.categories.get(category, 0.0)
+        p = min(sum(harmful.categories.get(c, 0.0) for c in categories), 1.0)
         return p, harmful.flagged and p >= SHARE * harmful.score
 
     def toxic(label: str) -> tuple[float, bool]:
@@ -127,7 +128,7 @@ def moderation_result(scores: TextScores, spans: Scan, index: int) -> dict[str, 
         "harassment/threatening": threat,
         "hate": hate,
         "hate/threatening": (min(hate[0], threat[0]), hate[1] and threat[1]),
-        "illicit": most(harm("crime"), harm("cyber"), harm("weapons")),
+        "illicit": harm("crime", "cyber", "weapons"),
         "illicit/violent": harm("weapons"),
         "self-harm": self_harm,
         "self-harm/intent": self_harm,

@@ -15,6 +15,9 @@ from shardgate.pipeline.context import RequestContext
 __all__ = ["Observe"]
 
 
+REQUEST_ID = "x-request-id"
+
+
 class Observe:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
@@ -28,6 +31,7 @@ class Observe:
         try:
             response = await call_next(ctx)
         except ShardgateError as exc:
+            exc.headers[REQUEST_ID] = ctx.request_id
             gauge.dec()
             if isinstance(exc, AuthenticationFailed):
                 self._m.auth_failures.labels(exc.reason).inc()
@@ -41,6 +45,8 @@ class Observe:
         def done() -> None:
             gauge.dec()
             self._record(ctx, response.status_code)
+
+        response.headers[REQUEST_ID] = ctx.request_id  # as OpenAI's API; safety events cite it
 
         return when_done(response, done)
 

@@ -1,17 +1,21 @@
 """Safety monitor: the tenant's output policy applied to the answer, also while it streams.
 
-A stream is relayed as it comes; every ``output_stride_chars`` of new text, the last
-``output_window_chars`` of each choice are checked by the output detectors (harm,
-toxicity, PII, secrets, the deny-list), one check at a time, in the background. When a check
-finds something the policy blocks, the stream ends at the next event with a final chunk
-whose ``finish_reason`` is ``"content_filter"``, and the shard stops generating. The last
-text is checked before its finishing chunk is sent. So what reaches the caller past a
-violation is bounded by one stride plus one check's time, and nothing is held back to do it.
+A stream is relayed as it comes, with two kinds of checks on a sliding window (the last
+``output_window_chars`` of each choice):
 
-A whole (non-streamed) answer is checked in overlapping windows at once; a violation
-withholds the answer from the window where it was found, with the same finish reason.
-Placeholders that the content filter put into the prompt are restored here, after the
-checks, so the detectors see what the model wrote.
+- the pattern detectors (PII, secrets, the deny-list) take well under a millisecond, so
+  they read the window before each chunk is relayed: a chunk that completes a blocked span
+  is never sent;
+- the models (harm, toxicity) take tens of milliseconds, so every ``output_stride_chars``
+  of new text one check starts in the background while the stream goes on (one at a
+  time). What reaches the caller past a violation they find is bounded by a stride plus
+  one check's time; the end of the answer is checked before its finishing chunk is sent.
+
+On a violation the stream ends with a final chunk whose ``finish_reason`` is
+``"content_filter"`` and the shard stops generating. A whole (non-streamed) answer is
+checked in overlapping windows at once; a violation withholds the answer from where it was
+found, with the same finish reason. Placeholders the content filter put into the prompt are
+restored here, after the checks, so that the detectors read what the model wrote.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from shardgate.web import SSE_DONE, sse_event
 __all__ = ["OUTPUT_DETECTORS", "SafetyMonitor"]
 
 OUTPUT_DETECTORS = ("pii", "secrets", "harmful", "toxicity", "deny")
+PATTERNS = frozenset({"pii", "secrets", "deny"})
 
 
 class SafetyMonitor:
@@ -101,7 +106,8 @@ class _Watch:
         self._m = monitor
         self._ctx = ctx
         self._policy = policy
-        self._detectors = detectors
+        self._patterns = detectors & PATTERNS
+        self._models = detectors - PATTERNS
         self._deny = deny
         self._flagged: set[tuple[str, str]] = set()
         settings = monitor._settings
@@ -110,12 +116,12 @@ class _Watch:
 
     # checks
 
-    async def _check(self, windows: list[str]) -> list[tuple[int, Hit]]:
+    async def _check(self, windows: list[str], detectors: frozenset[str]) -> list[tuple[int, Hit]]:
         """The blocking hits in ``windows``, as (window index, hit); flags are recorded."""
-        if not windows or not self._detectors:
+        if not windows or not detectors:
             return []
         started = time.perf_counter()
-        scan = await self._m._scanner.scan(windows, self._detectors, self._deny)
+        scan = await self._m._scanner.scan(windows, detectors, self._deny)
         self._m._metrics.safety_latency.labels("output").observe(time.perf_counter() - started)
         try:
             fail_or_count(scan, self._m._settings, self._m._metrics, "output", self._record)
@@ -132,12 +138,17 @@ class _Watch:
         return blocking
 
     async def _check_tails(self, answers: dict[int, _Answer]) -> bool:
-        """Check the last window of every answer with unchecked text; True to cut."""
+        """Run the models over the last window of every answer with text they have not
+        read; True to cut."""
         fresh = [a for a in answers.values() if len(a.text) > a.checked]
         windows = [a.text[-self._window :] for a in fresh]
         for a in fresh:
             a.checked = len(a.text)
-        return bool(await self._check(windows))
+        return bool(await self._check(windows, self._models))
+
+    async def _check_patterns(self, changed: list[_Answer]) -> bool:
+        windows = [a.text[-self._window :] for a in changed]
+        return bool(await self._check(windows, self._patterns))
 
     def _record(self, stage: str, detector: str, category: str, score: float, action: str) -> None:
         principal = self._ctx.principal
@@ -168,9 +179,13 @@ class _Watch:
                     yield event
                     continue
                 head = {k: obj.get(k) for k in ("id", "object", "created", "model")}
-                finishing = self._take(obj["choices"], answers)
-                cut = False
-                if pending is not None and (finishing or pending.done() or self._due(answers)):
+                changed, finishing = self._take(obj["choices"], answers)
+                cut = await self._check_patterns(changed)
+                if (
+                    not cut
+                    and pending is not None
+                    and (finishing or pending.done() or self._due(answers))
+                ):
                     cut, pending = await pending, None
                 if not cut and finishing:
                     cut = await self._check_tails(answers)
@@ -189,8 +204,10 @@ class _Watch:
             if close is not None:
                 await close()
 
-    def _take(self, choices: list[Any], answers: dict[int, _Answer]) -> bool:
-        """Add a chunk's text to its answers; whether one of them finishes with it."""
+    def _take(self, choices: list[Any], answers: dict[int, _Answer]) -> tuple[list[_Answer], bool]:
+        """Add a chunk's text to its answers: those with new text, and whether one of them
+        finishes with it."""
+        changed: list[_Answer] = []
         finishing = False
         for choice in choices:
             if not isinstance(choice, dict):
@@ -200,11 +217,14 @@ class _Watch:
                 answer = answers[choice.get("index", 0)] = _Answer()
                 if self._ctx.redaction is not None:
                     answer.restorer = self._ctx.redaction.stream_restorer()
-            answer.text += _text_of(choice)
+            text = _text_of(choice)
+            if text:
+                answer.text += text
+                changed.append(answer)
             answer.events += 1
             if choice.get("finish_reason"):
                 answer.done = finishing = True
-        return finishing
+        return changed, finishing
 
     def _due(self, answers: dict[int, _Answer]) -> bool:
         return any(len(a.text) - a.checked >= self._stride for a in answers.values())
@@ -246,7 +266,7 @@ class _Watch:
                 windows.append(text[start : start + self._window])
                 where.append((i, start))
         cuts: dict[int, int] = {}
-        for w, hit in await self._check(windows):
+        for w, hit in await self._check(windows, self._patterns | self._models):
             choice, start = where[w] if hit.detector != "error" else (-1, 0)
             at = start + (hit.spans[0].start if hit.spans else 0)
             for i in range(len(choices)) if choice == -1 else (choice,):
