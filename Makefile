@@ -43,12 +43,15 @@ bench-auth: $(STAMP) services
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py
 
-# Safety classifiers: retrain from ../shared/datasets (deterministic), and evaluate held out.
+# Safety classifiers: retrain from ../shared/datasets and the generated everyday prompts
+# (deterministic); evaluate held out, and measure what the filter and monitor cost.
 train-safety: $(STAMP)
+	$(PY) scripts/everyday_prompts.py
 	$(PY) scripts/train_safety.py
 
 bench-safety: $(STAMP)
 	$(PY) bench/safety_eval.py
+	$(PY) bench/safety.py
 
 bench-ratelimit: $(STAMP) services
 	$(PY) bench/ratelimit.py
