@@ -98,7 +98,11 @@ def start_stack(
     shard = procs.start("shard", [*shard_args, *listen_args(shard_port, workdir / "shard")])
     gateways = {}
     for backend, port in zip(backends, ports, strict=True):
-        env = {"SHARDGATE_BOOTSTRAP_KEY": admin_key, "SHARDGATE_COUNTERS__BACKEND": backend}
+        env = {
+            "SHARDGATE_BOOTSTRAP_KEY": admin_key,
+            "SHARDGATE_COUNTERS__BACKEND": backend,
+            "SHARDGATE_SAFETY__ENABLED": "false",  # its cost is bench/safety.py's
+        }
         if target is not None and backend == "redis":
             env["SHARDGATE_COUNTERS__REDIS_URL"] = target.url
             env["SHARDGATE_COUNTERS__NAMESPACE"] = target.namespace

@@ -269,7 +269,9 @@ def run_server(baseline_tps: float, args: argparse.Namespace) -> list[LevelResul
         gateway = procs.start(
             "gateway",
             ["gateway", "--shard", shard_url, *listen_args(gateway_port, Path(tmp) / "gw")],
-            env={"SHARDGATE_BOOTSTRAP_KEY": key},
+            # The engine is measured here; the content filter's models would share the two
+            # cores with it (bench/safety.py measures the filter and the output monitor).
+            env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_SAFETY__ENABLED": "false"},
         )
         progress("waiting for the shard to load the model ...")
         loaded = wait_ready(shard, shard_url, args.ready_timeout)

@@ -171,7 +171,10 @@ def start_stack(procs: Processes, workdir: Path, timeout_s: float) -> Stack:
     gateway = procs.start(
         "gateway",
         ["gateway", "--shard", shard_url, *listen_args(gateway_port, workdir / "gateway")],
-        env={"SHARDGATE_BOOTSTRAP_KEY": key},
+        # Without the content filter: its models cost tens of ms per prompt and are measured
+        # by bench/safety.py; this measures every other stage (and the fake engine's
+        # "fake fake" would read as harmful to the output monitor).
+        env={"SHARDGATE_BOOTSTRAP_KEY": key, "SHARDGATE_SAFETY__ENABLED": "false"},
     )
     wait_ready(shard, shard_url, timeout_s)
     wait_ready(gateway, gateway_url, timeout_s)
