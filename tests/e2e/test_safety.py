@@ -269,3 +269,29 @@ def test_a_failed_detector_follows_its_setting(stack: Stack, tmp_path: Path, mod
         )
     finally:
         gateway.stop()
+
+
+def test_bad_policy_and_event_queries_get_clear_errors(stack: Stack) -> None:
+    for query in ("limit=0", "limit=abc", "before=99999999999999999999999", "since=nan"):
+        reply = stack.admin.get(f"/admin/v1/safety/events?{query}")
+        assert reply.status_code == 400, query
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+    stack.key("alpha")
+    for bad in (
+        {"input": {"injection": "redact"}},
+        {"deny_patterns": ["(unclosed"]},
+        {"output": {"pii": "sometimes"}},
+        {"surprise": 1},
+        [],
+    ):
+        reply = stack.admin.put("/admin/v1/tenants/alpha/safety", json=bad)
+        assert reply.status_code == 400, bad
+        assert reply.json()["error"]["message"]
+    assert stack.admin.put("/admin/v1/tenants/nobody/safety", json={}).status_code == 404
+    tenant_admin = stack.key("alpha", "tenant-admin")
+    own = httpx.put(
+        stack.up.url + "/admin/v1/tenants/alpha/safety",
+        json={"input": {"injection": "allow"}},
+        headers={"Authorization": f"Bearer {tenant_admin}"},
+    )
+    assert own.status_code == 403  # only a platform admin may loosen a tenant's filter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel
@@ -122,7 +123,8 @@ def admin_operations(service: AdminService) -> list[Operation]:
 
     async def list_safety_events(ctx: RequestContext) -> Response:
         query = ctx.request.query_params
-        limit = _number(query.get("limit"), "limit", int) or 100
+        limit = _number(query.get("limit"), "limit", int)
+        limit = 100 if limit is None else limit
         if not 1 <= limit <= MAX_EVENTS_PAGE:
             raise InvalidRequest(f"limit must be 1 to {MAX_EVENTS_PAGE}", param="limit")
         events = await service.list_safety_events(
@@ -298,9 +300,13 @@ def admin_operations(service: AdminService) -> list[Operation]:
 
 
 def _number(raw: str | None, name: str, kind: type[int] | type[float]) -> Any:
+    """A query parameter as a finite, non-negative number that fits a database column."""
     if raw is None or raw == "":
         return None
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
-        raise InvalidRequest(f"{name} must be a number", param=name) from None
+        value = None
+    if value is None or not math.isfinite(value) or not 0 <= value < 2**63:
+        raise InvalidRequest(f"{name} must be a non-negative number", param=name)
+    return value
