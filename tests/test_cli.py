@@ -148,3 +148,38 @@ def test_an_unusable_database_is_one_clear_line() -> None:
     )
     assert closed.returncode == 1 and "Traceback" not in closed.stderr
     assert json.loads(closed.stdout)["error"]["message"].startswith("cannot use the database")
+
+
+def test_safety_policy_and_events_from_the_command_line(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert run("tenants", "create", "acme", *data).returncode == 0
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"input": {"pii": "block"}, "deny_terms": ["project zeus"]}')
+    done = run("tenants", "set-safety", "acme", f"@{policy}", "--json", *data)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(run("tenants", "show-safety", "acme", "--json", *data).stdout)
+    assert shown["override"] == {"input": {"pii": "block"}, "deny_terms": ["project zeus"]}
+    assert shown["effective"]["input"]["pii"] == "block"
+    assert shown["effective"]["input"]["injection"] == "block"
+
+    bad = run("tenants", "set-safety", "acme", '{"input": {"harmful": "redact"}}', *data)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("shardgate: invalid safety policy: ")
+    missing = run("tenants", "set-safety", "acme", "@/nonexistent.json", *data)
+    assert missing.returncode == 2 and "cannot read /nonexistent.json" in missing.stderr
+
+    async def record() -> None:
+        from shardgate.store import SafetyEvent
+
+        store = await open_store(f"sqlite:///{tmp_path / 'shardgate.db'}")
+        event = SafetyEvent(
+            1.0, "acme", "key_1", "req_1", "chat", "input", "pii", "pii.email", 1.0, "block"
+        )
+        await store.add_safety_events([event])
+        await store.close()
+
+    asyncio.run(record())
+    events = json.loads(run("safety", "events", "--tenant", "acme", "--json", *data).stdout)
+    assert [(e["request_id"], e["category"], e["action"]) for e in events] == [
+        ("req_1", "pii.email", "block")
+    ]

@@ -1,4 +1,4 @@
-"""``shardgate db``, ``shardgate tenants`` and ``shardgate keys``: the admin API's rules,
+"""``shardgate db``, ``tenants``, ``keys`` and ``safety``: the admin API's rules,
 applied directly to the store (``--data-dir`` or ``SHARDGATE_DATABASE_URL``) by the
 platform operator. Safe while gateways run: they see changes within their key cache TTL."""
 
@@ -11,12 +11,20 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shardgate.admin.bootstrap import prepare_database
-from shardgate.admin.protocol import ApiKeyCreated, ApiKeyObject, ApiKeyRotated, TenantObject
+from shardgate.admin.protocol import (
+    ApiKeyCreated,
+    ApiKeyObject,
+    ApiKeyRotated,
+    SafetyEventObject,
+    SafetyPolicyObject,
+    SafetyPolicyUpdate,
+    TenantObject,
+)
 from shardgate.admin.service import OPERATOR, AdminService
-from shardgate.errors import ShardgateError
+from shardgate.errors import InvalidRequest, ShardgateError
 from shardgate.settings import Settings
 from shardgate.store import ROLES, STORE_ERRORS, Limits, database_url
 
@@ -54,6 +62,23 @@ def add_admin_commands(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     command(tenants, "list", _tenant_list, "list the tenants")
     show = command(tenants, "show", _tenant_show, "show one tenant")
     show.add_argument("name")
+    safety = command(
+        tenants, "set-safety", _tenant_set_safety, "replace a tenant's safety policy override"
+    )
+    safety.add_argument("name")
+    safety.add_argument(
+        "policy",
+        type=_text_or_file,
+        help='JSON, e.g. \'{"input": {"pii": "block"}}\', or @FILE; {} = the default',
+    )
+    safety = command(tenants, "show-safety", _tenant_show_safety, "a tenant's safety policy")
+    safety.add_argument("name")
+
+    events = group("safety", "safety events: what the content filter and monitor found")
+    listing = command(events, "events", _safety_events, "safety events, newest first")
+    listing.add_argument("--tenant")
+    listing.add_argument("--since", type=float, help="Unix time")
+    listing.add_argument("--limit", type=_positive, default=100)
 
     keys = group("keys", "API keys: create, list, revoke, rotate")
     create = command(keys, "create", _key_create, "create a key; its secret is shown once")
@@ -90,6 +115,16 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=_positive, metavar="N", help=help)
 
 
+def _text_or_file(text: str) -> str:
+    if not text.startswith("@"):
+        return text
+    try:
+        with open(text[1:], encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -120,7 +155,7 @@ def _runner(action: Action) -> Callable[[Settings, argparse.Namespace], int]:
 async def _with_service(settings: Settings, args: argparse.Namespace, action: Action) -> Any:
     store = await prepare_database(settings)
     try:
-        return await action(AdminService(store), args)
+        return await action(AdminService(store, safety_default=settings.safety.policy), args)
     finally:
         await store.close()
 
@@ -163,6 +198,30 @@ async def _tenant_list(service: AdminService, args: argparse.Namespace) -> list[
 
 async def _tenant_show(service: AdminService, args: argparse.Namespace) -> BaseModel:
     return TenantObject.of(await service.get_tenant(OPERATOR, args.name))
+
+
+async def _tenant_set_safety(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    try:
+        update = SafetyPolicyUpdate.model_validate_json(args.policy)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidRequest(f"invalid safety policy: {problems}", param="policy") from None
+    tenant = await service.set_safety_policy(OPERATOR, args.name, update.override())
+    return SafetyPolicyObject.of(tenant, service.effective_policy(tenant))
+
+
+async def _tenant_show_safety(service: AdminService, args: argparse.Namespace) -> BaseModel:
+    tenant = await service.get_tenant(OPERATOR, args.name)
+    return SafetyPolicyObject.of(tenant, service.effective_policy(tenant))
+
+
+async def _safety_events(service: AdminService, args: argparse.Namespace) -> list[BaseModel]:
+    events = await service.list_safety_events(
+        OPERATOR, args.tenant, since=args.since, limit=args.limit
+    )
+    return [SafetyEventObject.of(e) for e in events]
 
 
 async def _key_create(service: AdminService, args: argparse.Namespace) -> BaseModel:
