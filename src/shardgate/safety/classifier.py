@@ -133,11 +133,11 @@ class SafetyClassifier:
         weights_dir: Path = WEIGHTS_DIR,
         detectors: Sequence[str] = DETECTORS,
     ) -> SafetyClassifier:
-        if embedder is None:
+        heads = [LinearHead.load(weights_dir / f"{name}.npz") for name in detectors]
+        if embedder is None:  # after the heads: a broken weights file fails in milliseconds
             from shardgate.safety.embedder import MiniLMEmbedder
 
             embedder = MiniLMEmbedder()
-        heads = [LinearHead.load(weights_dir / f"{name}.npz") for name in detectors]
         return cls(embedder, heads)
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, Detection]]:

@@ -12,7 +12,9 @@ setting, so a broken detector never turns into a 500.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ MASKED = ("pii", "secrets")
 INLINE_CHARS = 16_384  # longer inputs are pattern-scanned on the worker thread
 JUDGED_CHARS = 4_096  # a longer text is judged by its head and its tail
 TOXICITY_THRESHOLD = 0.5
+CACHE_ENTRIES = 8192  # judged texts remembered (by digest: never the text), per model
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,8 @@ class SafetyScanner:
         self._toxicity: ToxicityDetector | None = None
         self._load_errors: dict[str, str] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="safety")
+        # (model, digest of a text) -> its scores; only the worker thread touches it.
+        self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
         self._loaded = asyncio.Event()
 
     async def start(self) -> None:
@@ -183,26 +188,61 @@ class SafetyScanner:
     def _score(
         self, texts: list[str], models: list[str], failed: dict[str, str]
     ) -> list[TextScores]:
-        pieces, owner = _judged_pieces(texts)
+        keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
         detections: list[dict[str, Detection]] = [{} for _ in texts]
         if self._classifier is not None and any(m in CLASSIFIED for m in models):
             try:
-                for i, found in zip(owner, self._classifier.classify(pieces), strict=True):
-                    for name, d in found.items():
-                        if name in models and d.score >= detections[i].get(name, d).score:
-                            detections[i][name] = d
+                found = self._cached("classifier", texts, keys, self._classify)
+                detections = [{k: v for k, v in f.items() if k in models} for f in found]
             except Exception as exc:
                 failed.update({m: _describe(exc) for m in CLASSIFIED if m in models})
-                detections = [{} for _ in texts]
         toxicity: list[dict[str, float]] = [{} for _ in texts]
         if self._toxicity is not None and "toxicity" in models:
             try:
-                for i, scores in zip(owner, self._toxicity.scores(pieces), strict=True):
-                    toxicity[i] = {k: max(v, toxicity[i].get(k, 0.0)) for k, v in scores.items()}
+                toxicity = self._cached("toxicity", texts, keys, self._toxic)
             except Exception as exc:
                 failed["toxicity"] = _describe(exc)
-                toxicity = [{} for _ in texts]
         return [TextScores(d, t) for d, t in zip(detections, toxicity, strict=True)]
+
+    def _cached(
+        self,
+        model: str,
+        texts: list[str],
+        keys: list[bytes],
+        run: Callable[[list[str]], list[Any]],
+    ) -> list[Any]:
+        """``run`` over the texts this model has not judged lately; the others from the
+        cache. A chat resends its history with every turn: each message is judged once."""
+        cache = self._cache
+        todo = [i for i, k in enumerate(keys) if (model, k) not in cache]
+        if todo:
+            for i, result in zip(todo, run([texts[i] for i in todo]), strict=True):
+                cache[model, keys[i]] = result
+        out = []
+        for k in keys:
+            cache.move_to_end((model, k))
+            out.append(cache[model, k])
+        while len(cache) > CACHE_ENTRIES:
+            cache.popitem(last=False)
+        return out
+
+    def _classify(self, texts: list[str]) -> list[dict[str, Detection]]:
+        assert self._classifier is not None
+        pieces, owner = _judged_pieces(texts)
+        out: list[dict[str, Detection]] = [{} for _ in texts]
+        for i, found in zip(owner, self._classifier.classify(pieces), strict=True):
+            for name, d in found.items():
+                if d.score >= out[i].get(name, d).score:
+                    out[i][name] = d
+        return out
+
+    def _toxic(self, texts: list[str]) -> list[dict[str, float]]:
+        assert self._toxicity is not None
+        pieces, owner = _judged_pieces(texts)
+        out: list[dict[str, float]] = [{} for _ in texts]
+        for i, scores in zip(owner, self._toxicity.scores(pieces), strict=True):
+            out[i] = {k: max(v, out[i].get(k, 0.0)) for k, v in scores.items()}
+        return out
 
     def _scan_spans(
         self, texts: Sequence[str], span: list[str], deny: DenyList | None, scan: Scan
