@@ -276,3 +276,41 @@ async def test_a_whole_answer_is_withheld_from_the_violation(store: SqlStore) ->
     assert choice["finish_reason"] == "content_filter"
     assert EMAIL not in choice["message"]["content"]
     assert choice["message"]["content"] and text.startswith(choice["message"]["content"])
+
+
+async def test_a_completion_stream_with_two_choices_is_cut_for_both(store: SqlStore) -> None:
+    gw = Gateway(store, settings(policy={"deny_terms": ["zeus"]}))
+    await gw.scanner.start()
+
+    async def events() -> AsyncIterator[bytes]:
+        for index, text in ((0, "All fine "), (1, "Also fine "), (0, "until Zeus "), (1, "x")):
+            chunk = {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": index, "text": text, "finish_reason": None}],
+            }
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    ctx = context({"model": "m", "prompt": "go", "stream": True, "n": 2}, "acme")
+    ctx.route = "completions"
+
+    async def shard(ctx: RequestContext) -> Response:
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def monitored(ctx: RequestContext) -> Response:
+        return await gw.monitor(ctx, shard)
+
+    response = await gw.filter(ctx, monitored)
+    assert isinstance(response, StreamingResponse)
+    chunks = [c async for c in response.body_iterator]
+    assert chunks[-1] == b"data: [DONE]\n\n"
+    last = orjson.loads(chunks[-2][6:])
+    assert last["object"] == "text_completion"
+    assert last["choices"] == [
+        {"index": 0, "text": "", "logprobs": None, "finish_reason": "content_filter"},
+        {"index": 1, "text": "", "logprobs": None, "finish_reason": "content_filter"},
+    ]
+    assert b"Zeus" not in b"".join(chunks)
