@@ -121,10 +121,13 @@ async def _filter_latency(rounds: int, cache: Path) -> dict[str, Any]:
                 await (terminal(ctx) if stage is None else stage(ctx, terminal))
                 if i >= 5:
                     times[name].append((time.perf_counter() - started) * 1000)
+        throughput = {
+            n: await _throughput(stages["default policy"], terminal, rounds, n) for n in (1, 8)
+        }
         scanner.close()
         await store.close()
     base = statistics.median(times["no filter"])
-    return {
+    figures: dict[str, Any] = {
         name: {
             "p50_ms": statistics.median(t),
             "p95_ms": percentile(t, 95),
@@ -132,6 +135,26 @@ async def _filter_latency(rounds: int, cache: Path) -> dict[str, Any]:
         }
         for name, t in times.items()
     }
+    figures["throughput"] = throughput
+    return figures
+
+
+async def _throughput(
+    stage: ContentFilter, terminal: Any, rounds: int, concurrency: int
+) -> dict[str, float]:
+    """Short, distinct prompts through the filter, ``concurrency`` at a time: requests a
+    second (one worker thread; concurrent ones are judged in batches)."""
+    prompts = iter(
+        [f"Question {concurrency}-{i}: how do I water a plant number {i}?" for i in range(rounds)]
+    )
+
+    async def client() -> None:
+        for prompt in prompts:
+            await stage(_context(prompt), terminal)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return {"requests_per_s": rounds / (time.perf_counter() - started)}
 
 
 def _context(prompt: str) -> RequestContext:
@@ -276,11 +299,20 @@ def main() -> int:
         print(f"1. input filter, one 1 KB chat prompt, {args.rounds} rounds")
         print_table(
             ["variant", "p50 ms", "p95 ms", "added p50 ms"],
-            [[n, v["p50_ms"], v["p95_ms"], v["added_p50_ms"]] for n, v in f.items()],
+            [
+                [n, v["p50_ms"], v["p95_ms"], v["added_p50_ms"]]
+                for n, v in f.items()
+                if n != "throughput"
+            ],
         )
         added = f["default policy"]["added_p50_ms"]
         ok = added <= TARGET_FILTER_MS
         print(f"  {verdict(ok)} adds <= {TARGET_FILTER_MS} ms p50 ({added:.1f})")
+        rates = f["throughput"]
+        print(
+            f"  short prompts, default policy: {rates[1]['requests_per_s']:.1f} req/s one at a "
+            f"time, {rates[8]['requests_per_s']:.1f} req/s with 8 concurrent (batched)"
+        )
         p = result["pii"]
         print(f"\n2. PII recall, generated set ({args.pii_per_category} per category)")
         print_table(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class RecordingEmbedder:
 
     def __init__(self, fail: bool = False) -> None:
         self.seen: list[str] = []
+        self.calls = 0
         self.fail = fail
 
     def embed_chunks(
@@ -28,6 +30,7 @@ class RecordingEmbedder:
         if self.fail:
             raise RuntimeError("the embedder broke")
         self.seen += texts
+        self.calls += 1
         vectors = np.full((len(texts), 384), 384**-0.5, np.float32)
         return vectors, np.arange(len(texts), dtype=np.int64)
 
@@ -90,3 +93,33 @@ async def test_weights_that_do_not_load_fail_every_scan_the_same_way(tmp_path: P
         "harmful",
     }
     scanner.close()
+
+
+async def test_requests_waiting_together_are_scored_in_one_batch() -> None:
+    embedder = RecordingEmbedder()
+    scanner = scanner_with(embedder)
+    await scanner.start()
+    prompts = [f"Question number {i}: what is {i} + {i}?" for i in range(5)]
+    models = [("injection",), ("harmful",), ("injection", "toxicity"), ("toxicity",), ()]
+    results = await asyncio.gather(
+        *(
+            scanner.scores([p], m or ("injection", "harmful"))
+            for p, m in zip(prompts, models, strict=True)
+        )
+    )
+    assert embedder.calls == 1 and sorted(embedder.seen) == sorted(prompts)
+    # Each request gets the models it asked for, whatever the batch ran.
+    assert set(results[0][0].detections) == {"injection"} and not results[0][0].toxicity
+    assert set(results[1][0].detections) == {"harmful"}
+    assert set(results[2][0].detections) == {"injection"} and results[2][0].toxicity
+    assert not results[3][0].detections and results[3][0].toxicity
+    scanner.close()
+
+
+async def test_a_stopped_worker_fails_the_models_instead_of_the_request() -> None:
+    scanner = scanner_with(RecordingEmbedder())
+    await scanner.start()
+    scanner.close()
+    failed: dict[str, str] = {}
+    (scores,) = await scanner.scores(["hello"], ("injection", "toxicity"), failed)
+    assert set(failed) == {"injection", "toxicity"} and scores.detections == {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ MASKED = ("pii", "secrets")
 INLINE_CHARS = 16_384  # longer inputs are pattern-scanned on the worker thread
 JUDGED_CHARS = 4_096  # a longer text is judged by its head and its tail
 TOXICITY_THRESHOLD = 0.5
+BATCH_TEXTS = 32  # texts scored together at most
 CACHE_ENTRIES = 8192  # judged texts remembered (by digest: never the text), per model
 
 
@@ -61,6 +62,15 @@ class Scan:
 
     def of(self, detector: str) -> list[Hit]:
         return [h for h in self.hits if h.detector == detector]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Texts a request wants scored, waiting for the worker."""
+
+    texts: list[str]
+    models: frozenset[str]
+    done: asyncio.Future[tuple[list[TextScores], dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,8 @@ class SafetyScanner:
         # (model, digest of a text) -> its scores; only the worker thread touches it.
         self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
         self._loaded = asyncio.Event()
+        self._waiting: deque[_Job] = deque()
+        self._batcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load the models on the worker thread (seconds); scans wait until this is done."""
@@ -182,8 +194,40 @@ class SafetyScanner:
         wanted = [m for m in models if m not in failed]
         if not wanted or not texts:
             return [TextScores({}, {}) for _ in texts]
-        scores: list[TextScores] = await self._run(self._score, list(texts), wanted, failed)
+        job = _Job(list(texts), frozenset(wanted), asyncio.get_running_loop().create_future())
+        self._waiting.append(job)
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._run_batches())
+        scores, batch_failed = await job.done
+        failed.update(batch_failed)
         return scores
+
+    async def _run_batches(self) -> None:
+        """While requests wait, score them together: the worker runs one batch at a time,
+        and whatever arrived meanwhile forms the next. MiniLM scores 8 short prompts in one
+        batch 3x faster than one by one, so under load a request waits for less."""
+        while self._waiting:
+            batch: list[_Job] = []
+            while self._waiting and sum(len(j.texts) for j in batch) < BATCH_TEXTS:
+                batch.append(self._waiting.popleft())
+            texts = [t for job in batch for t in job.texts]
+            models = sorted(frozenset().union(*(job.models for job in batch)))
+            failed: dict[str, str] = {}
+            try:
+                scores: list[TextScores] = await self._run(self._score, texts, models, failed)
+            except BaseException as exc:  # the worker is shutting down, say: no 500
+                for job in batch:
+                    reason = dict.fromkeys(job.models, _describe(exc))
+                    _settle(job, [TextScores({}, {}) for _ in job.texts], reason)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            start = 0
+            for job in batch:
+                mine = scores[start : start + len(job.texts)]
+                start += len(job.texts)
+                reason = {m: r for m, r in failed.items() if m in job.models}
+                _settle(job, [_only(s, job.models) for s in mine], reason)
 
     def _score(
         self, texts: list[str], models: list[str], failed: dict[str, str]
@@ -266,6 +310,17 @@ class SafetyScanner:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _settle(job: _Job, scores: list[TextScores], failed: dict[str, str]) -> None:
+    if not job.done.done():  # its request may have been cancelled meanwhile
+        job.done.set_result((scores, failed))
+
+
+def _only(scores: TextScores, models: frozenset[str]) -> TextScores:
+    """A batch ran the union of its requests' models; a request gets the ones it asked for."""
+    detections = {k: v for k, v in scores.detections.items() if k in models}
+    return TextScores(detections, scores.toxicity if "toxicity" in models else {})
 
 
 def _model_hits(i: int, scores: TextScores) -> list[Hit]:
