@@ -150,17 +150,22 @@ class SafetyScanner:
             if sum(map(len, texts)) <= INLINE_CHARS:
                 self._scan_spans(texts, span, deny, scan)
             else:
-                await self._run(self._scan_spans, texts, span, deny, scan)
+                try:
+                    await self._run(self._scan_spans, texts, span, deny, scan)
+                except Exception as exc:  # the worker is shutting down, say
+                    scan.failed.update(dict.fromkeys(span, _describe(exc)))
         models = [d for d in (*CLASSIFIED, "toxicity") if d in detectors]
         if models:
             indices = list(range(len(texts))) if judged is None else list(judged)
-            masked = self._masked([texts[i] for i in indices], indices, scan)
+            masked = self._masked([texts[i] for i in indices], indices, scan, set(span))
             scores = await self.scores(masked, models, scan.failed)
             for i, text_scores in zip(indices, scores, strict=True):
                 scan.hits += _model_hits(i, text_scores)
         return scan
 
-    def _masked(self, texts: list[str], indices: list[int], scan: Scan) -> list[str]:
+    def _masked(
+        self, texts: list[str], indices: list[int], scan: Scan, scanned: set[str]
+    ) -> list[str]:
         """The texts with personal data and secrets replaced by typed placeholders, as the
         models judge them: an address or a phone number says nothing about intent, and the
         raw values made everyday requests ("Send a note to jane@…") look harmful."""
@@ -168,7 +173,7 @@ class SafetyScanner:
         for hit in scan.hits:
             if hit.detector in MASKED:
                 found.setdefault(hit.text, []).extend(hit.spans)
-        missing = [d for d in MASKED if not any(h.detector == d for h in scan.hits)]
+        missing = [d for d in MASKED if d not in scanned]
         if missing and sum(map(len, texts)) <= INLINE_CHARS:
             extra = Scan()
             self._scan_spans(texts, missing, None, extra)
