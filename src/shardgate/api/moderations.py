@@ -61,22 +61,9 @@ def moderation_handler(
 ) -> Handler:
     async def moderations(ctx: RequestContext) -> Response:
         assert isinstance(ctx.parsed, ModerationRequest) and ctx.principal is not None
-        principal = ctx.principal
+        record = events.recorder(ctx.principal, ctx.request_id, ctx.route)
         texts = ctx.parsed.texts()
         started = time.perf_counter()
-
-        def record(stage: str, detector: str, category: str, score: float, action: str) -> None:
-            events.record(
-                tenant=principal.tenant,
-                key_id=principal.key_id,
-                request_id=ctx.request_id,
-                route=ctx.route,
-                stage=stage,
-                detector=detector,
-                category=category,
-                score=score,
-                action=action,
-            )
 
         spans = await scanner.scan(texts, ("pii", "secrets"))
         scores = await scanner.scores(texts, failed=spans.failed)

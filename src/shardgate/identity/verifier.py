@@ -9,8 +9,6 @@ works at once. Last-used times are collected here and written in batches.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -18,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shardgate.errors import AuthenticationFailed, ServiceUnavailable
+from shardgate.periodic import Periodic
 from shardgate.store import KeyStore, Principal
 from shardgate.store.keys import MAX_KEY_LENGTH, key_digest
 
@@ -46,11 +45,10 @@ class KeyVerifier:
     ) -> None:
         self._store = store
         self._ttl = cache_ttl_s
-        self._flush_interval = flush_interval_s
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
         self._last_used: dict[str, float] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic(self.flush, flush_interval_s)
 
     async def verify(self, secret: str) -> Principal:
         """The key's principal; ``AuthenticationFailed`` (with an internal ``reason`` for
@@ -108,16 +106,7 @@ class KeyVerifier:
                 self._last_used.setdefault(key_id, used)
 
     def start(self) -> None:
-        self._flusher = asyncio.create_task(self._flush_periodically())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()
-
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval)
-            await self.flush()
+        await self._flusher.stop()

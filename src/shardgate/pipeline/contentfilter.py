@@ -24,14 +24,26 @@ from shardgate.metrics import GatewayMetrics
 from shardgate.pipeline.base import Handler
 from shardgate.pipeline.context import RequestContext
 from shardgate.safety.denylist import DenyList, deny_list
-from shardgate.safety.events import SafetyEventLog
-from shardgate.safety.policy import DETECTORS, PolicyError, SafetyPolicy, merge_policy
+from shardgate.safety.events import Record, SafetyEventLog
+from shardgate.safety.policy import (
+    InputPolicy,
+    OutputPolicy,
+    PolicyError,
+    SafetyPolicy,
+    merge_policy,
+)
 from shardgate.safety.redact import Redaction
 from shardgate.safety.scanner import Hit, SafetyScanner, Scan
 from shardgate.settings import SafetySettings
 from shardgate.store import STORE_ERRORS, TenantStore
 
-__all__ = ["FILTERED_ROUTES", "ContentFilter", "TenantPolicies", "fail_or_count", "policy_deny"]
+__all__ = [
+    "FILTERED_ROUTES",
+    "ContentFilter",
+    "TenantPolicies",
+    "active_detectors",
+    "fail_or_count",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +135,26 @@ class ContentFilter:
         started = time.perf_counter()
         policy = await self._policies.get(ctx.principal.tenant)
         ctx.safety_policy = policy
-        deny = policy_deny(policy)
-        detectors = {d for d in DETECTORS if getattr(policy.input, d) != "allow"}
-        if not deny:
-            detectors.discard("deny")
+        detectors, deny = active_detectors(policy, policy.input)
         slots = list(_slots(ctx.route, ctx.payload, self._settings.judged_messages))
         if detectors and slots:
             texts = [s.text for s in slots]
             judged = [i for i, s in enumerate(slots) if s.judged]
             scan = await self._scanner.scan(texts, detectors, deny, judged)
-            fail_or_count(scan, self._settings, self._metrics, "input", self._record(ctx))
-            self._apply(ctx, policy, scan, slots)
+            record = self._events.recorder(ctx.principal, ctx.request_id, ctx.route)
+            fail_or_count(scan, self._settings, self._metrics, "input", record)
+            self._apply(ctx, policy, scan, slots, record)
         self._metrics.safety_latency.labels("input").observe(time.perf_counter() - started)
         return await call_next(ctx)
 
     def _apply(
-        self, ctx: RequestContext, policy: SafetyPolicy, scan: Scan, slots: list[_Slot]
+        self,
+        ctx: RequestContext,
+        policy: SafetyPolicy,
+        scan: Scan,
+        slots: list[_Slot],
+        record: Record,
     ) -> None:
-        record = self._record(ctx)
         blocked: list[Hit] = []
         to_redact: dict[int, list[Hit]] = {}
         for hit in scan.hits:
@@ -163,29 +177,18 @@ class ContentFilter:
             if policy.restore:
                 ctx.redaction = redaction
 
-    def _record(self, ctx: RequestContext) -> Callable[[str, str, str, float, str], None]:
-        assert ctx.principal is not None
 
-        def record(stage: str, detector: str, category: str, score: float, action: str) -> None:
-            assert ctx.principal is not None
-            self._events.record(
-                tenant=ctx.principal.tenant,
-                key_id=ctx.principal.key_id,
-                request_id=ctx.request_id,
-                route=ctx.route,
-                stage=stage,
-                detector=detector,
-                category=category,
-                score=score,
-                action=action,
-            )
-
-        return record
-
-
-def policy_deny(policy: SafetyPolicy) -> DenyList | None:
-    deny = deny_list(policy.deny_terms, policy.deny_patterns)
-    return deny if deny else None
+def active_detectors(
+    policy: SafetyPolicy, stage: InputPolicy | OutputPolicy
+) -> tuple[frozenset[str], DenyList | None]:
+    """The detectors whose action in ``stage`` (``policy.input`` or ``policy.output``) is
+    not ``allow``, and the tenant's deny-list: None, and ``deny`` left out, if it is empty."""
+    deny: DenyList | None = deny_list(policy.deny_terms, policy.deny_patterns)
+    names = {name for name in type(stage).model_fields if getattr(stage, name) != "allow"}
+    if not deny:
+        deny = None
+        names.discard("deny")
+    return frozenset(names), deny
 
 
 def fail_or_count(
@@ -193,7 +196,7 @@ def fail_or_count(
     settings: SafetySettings,
     metrics: GatewayMetrics,
     stage: str,
-    record: Callable[[str, str, str, float, str], None],
+    record: Record,
 ) -> list[str]:
     """Count and record failed detectors; raise ``SafetyUnavailable`` if one fails closed,
     else return the names of those that failed open."""

@@ -32,20 +32,17 @@ from starlette.responses import Response
 from shardgate.errors import SafetyUnavailable
 from shardgate.metrics import GatewayMetrics
 from shardgate.pipeline.base import Handler, streaming_body
-from shardgate.pipeline.contentfilter import fail_or_count, policy_deny
+from shardgate.pipeline.contentfilter import active_detectors, fail_or_count
 from shardgate.pipeline.context import RequestContext
 from shardgate.safety.denylist import DenyList
 from shardgate.safety.events import SafetyEventLog
-from shardgate.safety.policy import SafetyPolicy
+from shardgate.safety.policy import SPAN_DETECTORS, SafetyPolicy
 from shardgate.safety.redact import StreamRestorer
 from shardgate.safety.scanner import Hit, SafetyScanner
 from shardgate.settings import SafetySettings
 from shardgate.web import SSE_DONE, sse_event
 
-__all__ = ["OUTPUT_DETECTORS", "SafetyMonitor"]
-
-OUTPUT_DETECTORS = ("pii", "secrets", "harmful", "toxicity", "deny")
-PATTERNS = frozenset({"pii", "secrets", "deny"})
+__all__ = ["SafetyMonitor"]
 
 
 class SafetyMonitor:
@@ -66,13 +63,10 @@ class SafetyMonitor:
         policy = ctx.safety_policy
         if policy is None or response.status_code != 200:
             return response
-        deny = policy_deny(policy)
-        detectors = {d for d in OUTPUT_DETECTORS if getattr(policy.output, d) != "allow"}
-        if deny is None:
-            detectors.discard("deny")
+        detectors, deny = active_detectors(policy, policy.output)
         if not detectors and ctx.redaction is None:
             return response
-        watch = _Watch(self, ctx, policy, frozenset(detectors), deny)
+        watch = _Watch(self, ctx, policy, detectors, deny)
         stream = streaming_body(response)
         if stream is not None:
             stream.body_iterator = watch.stream(stream.body_iterator)
@@ -106,10 +100,12 @@ class _Watch:
         self._m = monitor
         self._ctx = ctx
         self._policy = policy
-        self._patterns = detectors & PATTERNS
-        self._models = detectors - PATTERNS
+        self._patterns = detectors & SPAN_DETECTORS
+        self._models = detectors - SPAN_DETECTORS
         self._deny = deny
         self._flagged: set[tuple[str, str]] = set()
+        assert ctx.principal is not None  # the content filter ran
+        self._record = monitor._events.recorder(ctx.principal, ctx.request_id, ctx.route)
         settings = monitor._settings
         self._window = settings.output_window_chars
         self._stride = settings.output_stride_chars
@@ -149,21 +145,6 @@ class _Watch:
     async def _check_patterns(self, changed: list[_Answer]) -> bool:
         windows = [a.text[-self._window :] for a in changed]
         return bool(await self._check(windows, self._patterns))
-
-    def _record(self, stage: str, detector: str, category: str, score: float, action: str) -> None:
-        principal = self._ctx.principal
-        assert principal is not None
-        self._m._events.record(
-            tenant=principal.tenant,
-            key_id=principal.key_id,
-            request_id=self._ctx.request_id,
-            route=self._ctx.route,
-            stage=stage,
-            detector=detector,
-            category=category,
-            score=score,
-            action=action,
-        )
 
     # streams
 

@@ -7,19 +7,20 @@ does not wait for the database; a failed write keeps the batch for the next try.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from shardgate.metrics import GatewayMetrics
-from shardgate.store import SafetyEvent, SafetyEventStore
+from shardgate.periodic import Periodic
+from shardgate.store import Principal, SafetyEvent, SafetyEventStore
 
-__all__ = ["SafetyEventLog"]
+__all__ = ["Record", "SafetyEventLog"]
 
 log = logging.getLogger(__name__)
 
+# record(stage, detector, category, score, action)
+Record = Callable[[str, str, str, float, str], None]
 MAX_PENDING = 100_000  # beyond this (a long store outage), the oldest unsaved events go
 
 
@@ -33,40 +34,33 @@ class SafetyEventLog:
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._interval = flush_interval_s
         self._clock = clock
         self._pending: list[SafetyEvent] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic(self.flush, flush_interval_s)
 
-    def record(
-        self,
-        *,
-        tenant: str,
-        key_id: str | None,
-        request_id: str,
-        route: str,
-        stage: str,
-        detector: str,
-        category: str,
-        score: float,
-        action: str,
-    ) -> None:
-        self._metrics.safety_events.labels(stage, detector, action).inc()
-        event = SafetyEvent(
-            self._clock(),
-            tenant,
-            key_id,
-            request_id,
-            route,
-            stage,
-            detector,
-            category[:64],
-            round(float(score), 4),
-            action,
-        )
-        self._pending.append(event)
-        if len(self._pending) > MAX_PENDING:
-            del self._pending[: len(self._pending) - MAX_PENDING]
+    def recorder(self, principal: Principal, request_id: str, route: str) -> Record:
+        """Records events of one request: ``record(stage, detector, category, score,
+        action)``. Counted at once, saved with the next batch."""
+
+        def record(stage: str, detector: str, category: str, score: float, action: str) -> None:
+            self._metrics.safety_events.labels(stage, detector, action).inc()
+            event = SafetyEvent(
+                self._clock(),
+                principal.tenant,
+                principal.key_id,
+                request_id,
+                route,
+                stage,
+                detector,
+                category[:64],
+                round(float(score), 4),
+                action,
+            )
+            self._pending.append(event)
+            if len(self._pending) > MAX_PENDING:
+                del self._pending[: len(self._pending) - MAX_PENDING]
+
+        return record
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -79,16 +73,7 @@ class SafetyEventLog:
             self._pending[:0] = batch
 
     def start(self) -> None:
-        self._flusher = asyncio.create_task(self._flush_periodically())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()
-
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
+        await self._flusher.stop()

@@ -16,7 +16,6 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
-    "DETECTORS",
     "SPAN_DETECTORS",
     "Action",
     "InputPolicy",
@@ -29,7 +28,6 @@ __all__ = [
 
 Action = Literal["allow", "flag", "redact", "block"]
 OutputAction = Literal["allow", "flag", "block"]
-DETECTORS = ("pii", "secrets", "injection", "harmful", "toxicity", "deny")
 # Detectors that find spans, which can be replaced; the others judge a whole text.
 SPAN_DETECTORS = frozenset({"pii", "secrets", "deny"})
 MAX_DENY_TERMS = 500
